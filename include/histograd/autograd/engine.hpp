@@ -1,0 +1,118 @@
+// The backward pass: topologically order the graph below a root, walk it from the root,
+// call each node's closure and accumulate the gradients it returns. Leaves that require
+// grad receive them in .grad() (summed across backward calls, like PyTorch). The graph's
+// closures are then released (pass retain_graph to keep them for a second backward).
+#pragma once
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "../core/tensor.hpp"
+#include "node.hpp"
+
+namespace histograd {
+namespace autograd {
+
+// sum = a + b for same-shape tensors, as a new contiguous tensor (never aliases a or b).
+template <class T>
+Tensor<T> add_same_shape(const Tensor<T>& a, const Tensor<T>& b) {
+  Tensor<T> ac = a.contiguous(), bc = b.contiguous(), out(a.shape());
+  const T *pa = ac.data(), *pb = bc.data();
+  T* po = out.data();
+  for (int64_t i = 0, n = out.numel(); i < n; ++i) po[i] = pa[i] + pb[i];
+  return out;
+}
+
+template <class T>
+void accumulate_grad(TensorImpl<T>& impl, const Tensor<T>& grad) {
+  if (!impl.grad) impl.grad = grad.contiguous().clone().impl();  // own copy: grad may alias graph data
+  else impl.grad = add_same_shape(Tensor<T>(impl.grad), grad).impl();
+}
+
+// Post-order of the non-leaf vertices reachable from root (inputs before their users).
+template <class T>
+std::vector<TensorImpl<T>*> topological_order(TensorImpl<T>* root) {
+  std::vector<TensorImpl<T>*> order;
+  std::unordered_set<TensorImpl<T>*> seen{root};
+  std::vector<std::pair<TensorImpl<T>*, size_t>> stack{{root, 0}};  // explicit stack: deep graphs
+  while (!stack.empty()) {
+    auto& [impl, next] = stack.back();
+    const auto* node = impl->grad_fn.get();
+    if (node && next < node->inputs.size()) {
+      TensorImpl<T>* child = node->inputs[next++].get();
+      if (child && seen.insert(child).second) stack.push_back({child, 0});
+    } else {
+      order.push_back(impl);
+      stack.pop_back();
+    }
+  }
+  return order;
+}
+
+template <class T>
+void run_backward(const Tensor<T>& root, const Tensor<T>& root_grad, bool retain_graph) {
+  HG_CHECK(root.requires_grad(), "backward",
+           "the tensor does not require grad (no input had requires_grad_(true), or it was computed under NoGradGuard)");
+  std::vector<TensorImpl<T>*> order = topological_order(root.impl().get());
+  std::unordered_map<TensorImpl<T>*, Tensor<T>> grads;
+  grads[root.impl().get()] = root_grad;
+  NoGradGuard no_grad;  // gradients are computed without recording a graph of their own
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    TensorImpl<T>* impl = *it;
+    auto found = grads.find(impl);
+    if (found == grads.end()) continue;
+    Tensor<T> grad = std::move(found->second);
+    grads.erase(found);
+    Node<T>* node = impl->grad_fn.get();
+    if (!node || impl->retains_grad) accumulate_grad(*impl, grad);
+    if (!node) continue;
+    HG_CHECK(node->backward != nullptr, "backward",
+             "trying to backward through the graph of '", node->name,
+             "' a second time; its saved tensors were freed (pass retain_graph=true to the first backward)");
+    std::vector<Tensor<T>> input_grads = node->backward(grad, node->needs);
+    HG_CHECK(input_grads.size() == node->inputs.size(), node->name, "backward returned ", input_grads.size(),
+             " gradients for ", node->inputs.size(), " inputs");
+    for (size_t i = 0; i < node->inputs.size(); ++i) {
+      if (!node->needs[i]) continue;
+      const Tensor<T>& g = input_grads[i];
+      HG_CHECK(g.defined() && g.shape() == node->input_shapes[i], node->name, "backward gave gradient of shape ",
+               g.defined() ? to_string(g.shape()) : "undefined", " for input ", i, " of shape ",
+               to_string(node->input_shapes[i]));
+      TensorImpl<T>* input = node->inputs[i].get();
+      auto slot = grads.find(input);
+      if (slot == grads.end()) grads.emplace(input, g);
+      else slot->second = add_same_shape(slot->second, g);
+    }
+  }
+  if (!retain_graph)
+    for (TensorImpl<T>* impl : order)
+      if (impl->grad_fn) {
+        impl->grad_fn->backward = nullptr;  // frees saved tensors
+        impl->grad_fn->inputs.assign(impl->grad_fn->inputs.size(), nullptr);
+        impl->grad_fn->needs.assign(impl->grad_fn->needs.size(), false);
+      }
+}
+
+}  // namespace autograd
+
+template <class T>
+void Tensor<T>::backward(const Tensor<T>& grad_output, bool retain_graph) const {
+  Tensor<T> seed = grad_output;
+  if (!seed.defined()) {
+    HG_CHECK(numel() == 1, "backward", "grad can be implicitly created only for a scalar output, got shape ",
+             to_string(shape()), "; pass a gradient of that shape");
+    seed = Tensor<T>(shape());
+    *seed.data() = T(1);
+  }
+  HG_CHECK(seed.shape() == shape(), "backward", "gradient of shape ", to_string(seed.shape()),
+           " given for an output of shape ", to_string(shape()));
+  autograd::run_backward(*this, seed, retain_graph);
+}
+
+template <class T>
+std::string Tensor<T>::grad_fn_name() const {
+  return impl_ && impl_->grad_fn ? std::string(impl_->grad_fn->name) + "Backward" : std::string();
+}
+
+}  // namespace histograd

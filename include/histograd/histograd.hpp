@@ -1,0 +1,30 @@
+// histograd: header-only tensors, reverse-mode autograd and the ops of the pathology
+// foundation models. Include this one header; see README.md for a tour.
+#pragma once
+
+#include "core/error.hpp"
+#include "core/shape.hpp"
+#include "core/dtype.hpp"
+#include "core/device.hpp"
+#include "core/random.hpp"
+#include "core/tensor.hpp"
+#include "core/factories.hpp"
+
+#include "autograd/grad_mode.hpp"
+#include "autograd/node.hpp"
+#include "autograd/engine.hpp"
+#include "autograd/gradcheck.hpp"
+
+#include "ops/views.hpp"
+#include "ops/elementwise.hpp"
+#include "ops/reduce.hpp"
+#include "ops/matmul.hpp"
+#include "ops/softmax.hpp"
+#include "ops/norm.hpp"
+#include "ops/loss.hpp"
+#include "ops/indexing.hpp"
+#include "ops/random.hpp"
+#include "ops/conv.hpp"
+#include "ops/interpolate.hpp"
+#include "ops/sort.hpp"
+#include "ops/attention.hpp"

@@ -1,0 +1,258 @@
+// Elementwise arithmetic, math and activations with broadcasting. Each op is its forward
+// map and, right below, its derivative. Binary ops reduce their gradients back to each
+// input's shape with sum_to (the adjoint of broadcasting). Definitions: MODELS.md §0.1.
+#pragma once
+#include <cmath>
+#include <type_traits>
+
+#include "../autograd/node.hpp"
+#include "../core/factories.hpp"
+#include "../core/tensor.hpp"
+#include "../cpu/elementwise.hpp"
+
+namespace histograd {
+
+template <class T> using Scalar = std::type_identity_t<T>;  // scalars never drive deduction
+
+namespace detail {
+inline void check_same_device(const Device& a, const Device& b, const char* op) {
+  HG_CHECK(a == b, op, "expected both tensors on the same device, got ", a.str(), " and ", b.str());
+}
+
+// y = f(x) with dy/dx = derivative(x, y), for the one-input ops below.
+template <class T, class F, class D>
+Tensor<T> unary_op(const Tensor<T>& x, const char* name, F f, D derivative) {
+  Tensor<T> y = cpu::map<T>(x, f);
+  if (autograd::needs_grad(x))
+    autograd::record(y, name, {x}, [x = x.detach(), y = y.detach(), derivative, name](const Tensor<T>& g, const NeedsGrad&) {
+      Tensor<T> dydx = cpu::map<T>(x, y, derivative, name);
+      return std::vector<Tensor<T>>{cpu::map<T>(g, dydx, [](T a, T b) { return a * b; }, name)};
+    });
+  return y;
+}
+}  // namespace detail
+
+// ---------------------------------------------------------------- arithmetic
+// add: y = a + b;  da = sum_to(g), db = sum_to(g)
+template <class T> Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
+  detail::check_same_device(a.device(), b.device(), "add");
+  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return x + z; }, "add");
+  autograd::record(y, "Add", {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const NeedsGrad& need) {
+    return std::vector<Tensor<T>>{need[0] ? sum_to(g, sa) : Tensor<T>(), need[1] ? sum_to(g, sb) : Tensor<T>()};
+  });
+  return y;
+}
+
+// sub: y = a - b;  da = sum_to(g), db = -sum_to(g)
+template <class T> Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
+  detail::check_same_device(a.device(), b.device(), "sub");
+  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return x - z; }, "sub");
+  autograd::record(y, "Sub", {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const NeedsGrad& need) {
+    return std::vector<Tensor<T>>{need[0] ? sum_to(g, sa) : Tensor<T>(),
+                                  need[1] ? cpu::map<T>(sum_to(g, sb), [](T v) { return -v; }) : Tensor<T>()};
+  });
+  return y;
+}
+
+// mul: y = a * b;  da = sum_to(g * b), db = sum_to(g * a)
+template <class T> Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
+  detail::check_same_device(a.device(), b.device(), "mul");
+  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return x * z; }, "mul");
+  if (autograd::needs_grad(a, b))
+    autograd::record(y, "Mul", {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, const NeedsGrad& need) {
+      auto times = [](T x, T z) { return x * z; };
+      return std::vector<Tensor<T>>{need[0] ? sum_to(cpu::map<T>(g, b, times, "mul"), a.shape()) : Tensor<T>(),
+                                    need[1] ? sum_to(cpu::map<T>(g, a, times, "mul"), b.shape()) : Tensor<T>()};
+    });
+  return y;
+}
+
+// div: y = a / b;  da = sum_to(g / b), db = sum_to(-g * a / b²)
+template <class T> Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
+  detail::check_same_device(a.device(), b.device(), "div");
+  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return x / z; }, "div");
+  if (autograd::needs_grad(a, b))
+    autograd::record(y, "Div", {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, const NeedsGrad& need) {
+      Tensor<T> ga, gb;
+      if (need[0]) ga = sum_to(cpu::map<T>(g, b, [](T x, T z) { return x / z; }, "div"), a.shape());
+      if (need[1]) {
+        Tensor<T> a_over_b2 = cpu::map<T>(a, b, [](T x, T z) { return -x / (z * z); }, "div");
+        gb = sum_to(cpu::map<T>(g, a_over_b2, [](T x, T z) { return x * z; }, "div"), b.shape());
+      }
+      return std::vector<Tensor<T>>{ga, gb};
+    });
+  return y;
+}
+
+// Scalar forms: y = a + s, a * s, s - a, s / a, ... (s is a constant: no gradient).
+template <class T> Tensor<T> add(const Tensor<T>& a, Scalar<T> s) {
+  Tensor<T> y = cpu::map<T>(a, [s](T x) { return x + s; });
+  autograd::record(y, "AddScalar", {a}, [](const Tensor<T>& g, const NeedsGrad&) { return std::vector<Tensor<T>>{g}; });
+  return y;
+}
+template <class T> Tensor<T> mul(const Tensor<T>& a, Scalar<T> s) {
+  Tensor<T> y = cpu::map<T>(a, [s](T x) { return x * s; });
+  autograd::record(y, "MulScalar", {a}, [s](const Tensor<T>& g, const NeedsGrad&) {
+    return std::vector<Tensor<T>>{cpu::map<T>(g, [s](T v) { return v * s; })};
+  });
+  return y;
+}
+// rsub: y = s - a; rdiv: y = s / a, dy/da = -y / a
+template <class T> Tensor<T> rsub(const Tensor<T>& a, Scalar<T> s) { return add(mul(a, T(-1)), s); }
+template <class T> Tensor<T> rdiv(const Tensor<T>& a, Scalar<T> s) {
+  return detail::unary_op(a, "RDiv", [s](T x) { return s / x; }, [](T x, T y) { return -y / x; });
+}
+template <class T> Tensor<T> neg(const Tensor<T>& a) { return mul(a, T(-1)); }
+
+template <class T> Tensor<T> operator+(const Tensor<T>& a, const Tensor<T>& b) { return add(a, b); }
+template <class T> Tensor<T> operator-(const Tensor<T>& a, const Tensor<T>& b) { return sub(a, b); }
+template <class T> Tensor<T> operator*(const Tensor<T>& a, const Tensor<T>& b) { return mul(a, b); }
+template <class T> Tensor<T> operator/(const Tensor<T>& a, const Tensor<T>& b) { return div(a, b); }
+template <class T> Tensor<T> operator+(const Tensor<T>& a, Scalar<T> s) { return add(a, s); }
+template <class T> Tensor<T> operator+(Scalar<T> s, const Tensor<T>& a) { return add(a, s); }
+template <class T> Tensor<T> operator-(const Tensor<T>& a, Scalar<T> s) { return add(a, T(-s)); }
+template <class T> Tensor<T> operator-(Scalar<T> s, const Tensor<T>& a) { return rsub(a, s); }
+template <class T> Tensor<T> operator*(const Tensor<T>& a, Scalar<T> s) { return mul(a, s); }
+template <class T> Tensor<T> operator*(Scalar<T> s, const Tensor<T>& a) { return mul(a, s); }
+template <class T> Tensor<T> operator/(const Tensor<T>& a, Scalar<T> s) { return mul(a, T(1) / s); }
+template <class T> Tensor<T> operator/(Scalar<T> s, const Tensor<T>& a) { return rdiv(a, s); }
+template <class T> Tensor<T> operator-(const Tensor<T>& a) { return neg(a); }
+
+// pow: y = x^p;  dy/dx = p x^(p-1)
+template <class T> Tensor<T> pow(const Tensor<T>& x, Scalar<T> p) {
+  return detail::unary_op(x, "Pow", [p](T v) { return std::pow(v, p); },
+                          [p](T v, T) { return p == T(0) ? T(0) : p * std::pow(v, p - T(1)); });
+}
+// pow: y = a^b;  da = g b a^(b-1), db = g y log(a)
+template <class T> Tensor<T> pow(const Tensor<T>& a, const Tensor<T>& b) {
+  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return std::pow(x, z); }, "pow");
+  if (autograd::needs_grad(a, b))
+    autograd::record(y, "PowTensor", {a, b}, [a = a.detach(), b = b.detach(), y = y.detach()](const Tensor<T>& g,
+                                                                                            const NeedsGrad& need) {
+      Tensor<T> ga, gb;
+      if (need[0])
+        ga = sum_to(mul(g, cpu::map<T>(a, b, [](T x, T z) { return z == T(0) ? T(0) : z * std::pow(x, z - T(1)); }, "pow")),
+                    a.shape());
+      if (need[1]) gb = sum_to(mul(g, cpu::map<T>(y, a, [](T yv, T x) { return x == T(0) ? T(0) : yv * std::log(x); }, "pow")), b.shape());
+      return std::vector<Tensor<T>>{ga, gb};
+    });
+  return y;
+}
+
+// ---------------------------------------------------------------- math
+template <class T> Tensor<T> exp(const Tensor<T>& x) {  // dy/dx = y
+  return detail::unary_op(x, "Exp", [](T v) { return std::exp(v); }, [](T, T y) { return y; });
+}
+template <class T> Tensor<T> log(const Tensor<T>& x) {  // dy/dx = 1/x
+  return detail::unary_op(x, "Log", [](T v) { return std::log(v); }, [](T v, T) { return T(1) / v; });
+}
+template <class T> Tensor<T> sqrt(const Tensor<T>& x) {  // dy/dx = 1/(2y)
+  return detail::unary_op(x, "Sqrt", [](T v) { return std::sqrt(v); }, [](T, T y) { return T(0.5) / y; });
+}
+template <class T> Tensor<T> rsqrt(const Tensor<T>& x) {  // y = x^-1/2, dy/dx = -y³/2
+  return detail::unary_op(x, "Rsqrt", [](T v) { return T(1) / std::sqrt(v); }, [](T, T y) { return T(-0.5) * y * y * y; });
+}
+template <class T> Tensor<T> abs(const Tensor<T>& x) {  // dy/dx = sign(x), 0 at 0 as in PyTorch
+  return detail::unary_op(x, "Abs", [](T v) { return std::abs(v); }, [](T v, T) { return T((v > 0) - (v < 0)); });
+}
+template <class T> Tensor<T> square(const Tensor<T>& x) {  // dy/dx = 2x
+  return detail::unary_op(x, "Square", [](T v) { return v * v; }, [](T v, T) { return T(2) * v; });
+}
+template <class T> Tensor<T> sin(const Tensor<T>& x) {
+  return detail::unary_op(x, "Sin", [](T v) { return std::sin(v); }, [](T v, T) { return std::cos(v); });
+}
+template <class T> Tensor<T> cos(const Tensor<T>& x) {
+  return detail::unary_op(x, "Cos", [](T v) { return std::cos(v); }, [](T v, T) { return -std::sin(v); });
+}
+// clamp: y = min(max(x, lo), hi); the gradient passes where lo <= x <= hi (PyTorch's rule).
+template <class T>
+Tensor<T> clamp(const Tensor<T>& x, Scalar<T> lo = -std::numeric_limits<T>::infinity(),
+                Scalar<T> hi = std::numeric_limits<T>::infinity()) {
+  HG_CHECK(!(lo > hi), "clamp", "min ", lo, " is greater than max ", hi);
+  return detail::unary_op(x, "Clamp", [lo, hi](T v) { return std::min(std::max(v, lo), hi); },
+                          [lo, hi](T v, T) { return T(v >= lo && v <= hi); });
+}
+template <class T> Tensor<T> clamp_min(const Tensor<T>& x, Scalar<T> lo) { return clamp(x, lo); }
+
+// maximum/minimum: elementwise, ties split the gradient evenly (as PyTorch does).
+template <class T> Tensor<T> maximum(const Tensor<T>& a, const Tensor<T>& b) {
+  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return std::max(x, z); }, "maximum");
+  if (autograd::needs_grad(a, b))
+    autograd::record(y, "Maximum", {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, const NeedsGrad& need) {
+      Tensor<T> share_a = cpu::map<T>(a, b, [](T x, T z) { return x > z ? T(1) : x == z ? T(0.5) : T(0); }, "maximum");
+      return std::vector<Tensor<T>>{need[0] ? sum_to(mul(g, share_a), a.shape()) : Tensor<T>(),
+                                    need[1] ? sum_to(mul(g, rsub(share_a, T(1))), b.shape()) : Tensor<T>()};
+    });
+  return y;
+}
+template <class T> Tensor<T> minimum(const Tensor<T>& a, const Tensor<T>& b) { return neg(maximum(neg(a), neg(b))); }
+
+// ---------------------------------------------------------------- activations (MODELS.md §0.1)
+template <class T> Tensor<T> relu(const Tensor<T>& x) {
+  return detail::unary_op(x, "Relu", [](T v) { return v > T(0) ? v : T(0); }, [](T v, T) { return T(v > T(0)); });
+}
+template <class T> inline T sigmoid_scalar(T v) { return T(1) / (T(1) + std::exp(-v)); }
+template <class T> Tensor<T> sigmoid(const Tensor<T>& x) {  // dy/dx = y (1 - y)
+  return detail::unary_op(x, "Sigmoid", [](T v) { return sigmoid_scalar(v); }, [](T, T y) { return y * (T(1) - y); });
+}
+template <class T> Tensor<T> tanh(const Tensor<T>& x) {  // dy/dx = 1 - y²
+  return detail::unary_op(x, "Tanh", [](T v) { return std::tanh(v); }, [](T, T y) { return T(1) - y * y; });
+}
+// GELU, exact erf form: y = x Φ(x);  dy/dx = Φ(x) + x φ(x)
+template <class T> inline T gelu_scalar(T v) { return T(0.5) * v * (T(1) + std::erf(v * T(M_SQRT1_2))); }
+template <class T> inline T gelu_derivative(T v) {
+  T cdf = T(0.5) * (T(1) + std::erf(v * T(M_SQRT1_2)));
+  T pdf = std::exp(T(-0.5) * v * v) * T(0.3989422804014327);  // 1/sqrt(2π)
+  return cdf + v * pdf;
+}
+template <class T> Tensor<T> gelu(const Tensor<T>& x) {
+  return detail::unary_op(x, "Gelu", [](T v) { return gelu_scalar(v); }, [](T v, T) { return gelu_derivative(v); });
+}
+// QuickGELU (OpenAI CLIP): y = x σ(1.702x);  dy/dx = s + 1.702 x s (1 - s)
+template <class T> Tensor<T> quick_gelu(const Tensor<T>& x) {
+  return detail::unary_op(x, "QuickGelu", [](T v) { return v * sigmoid_scalar(T(1.702) * v); }, [](T v, T) {
+    T s = sigmoid_scalar(T(1.702) * v);
+    return s + T(1.702) * v * s * (T(1) - s);
+  });
+}
+// SiLU: y = x σ(x);  dy/dx = s (1 + x (1 - s))
+template <class T> Tensor<T> silu(const Tensor<T>& x) {
+  return detail::unary_op(x, "Silu", [](T v) { return v * sigmoid_scalar(v); }, [](T v, T) {
+    T s = sigmoid_scalar(v);
+    return s * (T(1) + v * (T(1) - s));
+  });
+}
+
+// ---------------------------------------------------------------- comparisons and selection
+template <class T> Tensor<bool> gt(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x > z; }, "gt"); }
+template <class T> Tensor<bool> lt(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x < z; }, "lt"); }
+template <class T> Tensor<bool> ge(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x >= z; }, "ge"); }
+template <class T> Tensor<bool> le(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x <= z; }, "le"); }
+template <class T> Tensor<bool> eq(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x == z; }, "eq"); }
+template <class T> Tensor<bool> gt(const Tensor<T>& a, Scalar<T> s) { return cpu::map<bool>(a, [s](T x) { return x > s; }); }
+template <class T> Tensor<bool> lt(const Tensor<T>& a, Scalar<T> s) { return cpu::map<bool>(a, [s](T x) { return x < s; }); }
+template <class T> Tensor<bool> eq(const Tensor<T>& a, Scalar<T> s) { return cpu::map<bool>(a, [s](T x) { return x == s; }); }
+
+// where: y = cond ? a : b (broadcast);  da = sum_to(cond ? g : 0), db = sum_to(cond ? 0 : g)
+template <class T> Tensor<T> where(const Tensor<bool>& cond, const Tensor<T>& a, const Tensor<T>& b) {
+  Tensor<T> y = cpu::map<T>(cond, a, b, [](bool c, T x, T z) { return c ? x : z; }, "where");
+  autograd::record(y, "Where", {a, b}, [cond, sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const NeedsGrad& need) {
+    Tensor<T> zero = scalar_tensor<T>(T(0));
+    auto pick = [](bool c, T x, T z) { return c ? x : z; };
+    return std::vector<Tensor<T>>{need[0] ? sum_to(cpu::map<T>(cond, g, zero, pick, "where"), sa) : Tensor<T>(),
+                                  need[1] ? sum_to(cpu::map<T>(cond, zero, g, pick, "where"), sb) : Tensor<T>()};
+  });
+  return y;
+}
+// masked_fill: y = mask ? value : x (mask broadcasts to x);  dx = mask ? 0 : g
+template <class T> Tensor<T> masked_fill(const Tensor<T>& x, const Tensor<bool>& mask, Scalar<T> value) {
+  HG_CHECK(broadcast_shapes(mask.shape(), x.shape(), "masked_fill") == x.shape(), "masked_fill", "mask of shape ",
+           to_string(mask.shape()), " does not broadcast to the input's shape ", to_string(x.shape()));
+  Tensor<T> y = cpu::map<T>(mask, x, [value](bool m, T v) { return m ? value : v; }, "masked_fill");
+  autograd::record(y, "MaskedFill", {x}, [mask](const Tensor<T>& g, const NeedsGrad&) {
+    return std::vector<Tensor<T>>{cpu::map<T>(mask, g, [](bool m, T v) { return m ? T(0) : v; }, "masked_fill")};
+  });
+  return y;
+}
+
+}  // namespace histograd

@@ -1,0 +1,84 @@
+#include "test_util.hpp"
+
+TEST_CASE("factories give the requested shapes and values") {
+  auto z = hg::zeros<float>({2, 3});
+  CHECK(z.shape() == hg::Shape{2, 3});
+  CHECK(z.strides() == hg::Shape{3, 1});
+  check_close(z, std::vector<double>(6, 0.0));
+  check_close(hg::arange<float>(0, 5, 2), {0, 2, 4});
+  check_close(hg::full<double>({2}, 3.5), {3.5, 3.5});
+  auto t = hg::tensor<float>({1, 2, 3, 4}, {2, 2});
+  CHECK(t.at({1, 0}) == 3.0f);
+  CHECK(t.at({-1, -1}) == 4.0f);
+}
+
+TEST_CASE("views share storage and follow PyTorch strides") {
+  auto x = hg::arange<float>(0, 24).reshape({2, 3, 4});
+  auto p = x.permute({2, 0, 1});
+  CHECK(p.shape() == hg::Shape{4, 2, 3});
+  CHECK(p.strides() == hg::Shape{1, 12, 4});
+  CHECK(!p.is_contiguous());
+  CHECK(p.storage() == x.storage());
+  CHECK(p.at({3, 1, 2}) == x.at({1, 2, 3}));
+  auto s = x.slice(-1, 1, 4, 2);  // columns 1 and 3
+  check_close(s.select(0, 0), {1, 3, 5, 7, 9, 11});
+  auto e = hg::tensor<float>({1, 2, 3}).unsqueeze(0).expand({2, 3});
+  CHECK(e.strides() == hg::Shape{0, 1});
+  check_close(e, {1, 2, 3, 1, 2, 3});
+  auto c = p.contiguous();
+  CHECK(c.is_contiguous());
+  CHECK(c.storage() != x.storage());
+  check_close(c.reshape({-1}).slice(0, 0, 4), {0, 4, 8, 12});
+  CHECK(x.transpose(0, 1).view({3, 2, 4}).shape() == hg::Shape{3, 2, 4});  // viewable: dims 0,1 swapped only
+  CHECK_THROWS_WITH_AS(p.view({24}), doctest::Contains("view: cannot view"), hg::Error);
+  CHECK(p.reshape({24}).is_contiguous());
+}
+
+TEST_CASE("writes through a view reach the base tensor") {
+  auto x = hg::zeros<double>({3, 3});
+  x.slice(0, 1, 2).fill_(7.0);
+  x.select(1, 2).copy_(hg::tensor<double>({1, 2, 3}));
+  check_close(x, {0, 0, 1, 7, 7, 2, 0, 0, 3});
+}
+
+TEST_CASE("the same seed gives the same numbers on any thread count") {
+  hg::Generator a(42), b(42);
+  auto x = hg::randn<float>({1000, 37}, a);
+  auto y = hg::randn<float>({1000, 37}, b);
+  CHECK(x.to_vector() == y.to_vector());
+  double mean = 0, m2 = 0;
+  for (float v : x.to_vector()) { mean += v; m2 += double(v) * v; }
+  mean /= x.numel();
+  m2 /= x.numel();
+  CHECK(std::abs(mean) < 0.02);
+  CHECK(std::abs(m2 - 1.0) < 0.03);
+  auto u = hg::rand<double>({10000}, a);
+  for (double v : u.to_vector()) CHECK((v >= 0.0 && v < 1.0));
+}
+
+TEST_CASE("bad shapes and dims give clear errors") {
+  auto x = hg::zeros<float>({2, 3});
+  CHECK_THROWS_WITH_AS(x.reshape({4, 2}), doctest::Contains("reshape: shape [4, 2] is invalid for input of size 6"), hg::Error);
+  CHECK_THROWS_WITH_AS(x.transpose(0, 2), doctest::Contains("dim 2 out of range"), hg::Error);
+  CHECK_THROWS_WITH_AS(x + hg::zeros<float>({4}), doctest::Contains("add: shapes [2, 3] and [4] cannot be broadcast"), hg::Error);
+  CHECK_THROWS_WITH_AS(x.expand({3, 3}), doctest::Contains("expand"), hg::Error);
+  CHECK_THROWS_WITH_AS(hg::Tensor<float>().shape(), doctest::Contains("undefined tensor"), hg::Error);
+  CHECK_THROWS_WITH_AS(x.item(), doctest::Contains("item: expected a tensor with one element"), hg::Error);
+}
+
+TEST_CASE("bfloat16 and half round to nearest even like PyTorch") {
+  CHECK(float(hg::bfloat16(1.0f)) == 1.0f);
+  CHECK(hg::bfloat16(1.00390625f).bits == 0x3f80);   // tie rounds to even
+  CHECK(hg::bfloat16(1.01171875f).bits == 0x3f82);   // tie rounds up to even
+  CHECK(float(hg::half(65504.0f)) == 65504.0f);
+  CHECK(hg::half(1.0f).bits == 0x3c00);
+  CHECK(float(hg::half(5.960464477539063e-08f)) == 5.960464477539063e-08f);  // smallest subnormal
+  CHECK(std::isinf(float(hg::half(70000.0f))));
+  CHECK(float(hg::half(-2.5f)) == -2.5f);
+}
+
+TEST_CASE("printing looks like PyTorch") {
+  std::ostringstream s;
+  s << hg::tensor<float>({1, 2, 3, 4}, {2, 2});
+  CHECK(s.str() == "tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]])");
+}

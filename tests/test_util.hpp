@@ -1,0 +1,45 @@
+// Shared helpers for the suites: closeness checks and a gradcheck wrapper that prints the
+// first mismatching element when it fails.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <histograd/histograd.hpp>
+#include <string>
+#include <vector>
+
+namespace hg = histograd;
+
+template <class T>
+void check_close(const hg::Tensor<T>& actual, const std::vector<double>& expected, double tol = 1e-6) {
+  std::vector<T> got = actual.to_vector();
+  REQUIRE(got.size() == expected.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO("element " << i << ": got " << double(got[i]) << ", expected " << expected[i]);
+    CHECK(std::abs(double(got[i]) - expected[i]) <= tol * (1.0 + std::abs(expected[i])));
+  }
+}
+
+template <class T>
+void check_close(const hg::Tensor<T>& actual, const hg::Tensor<T>& expected, double tol = 1e-6) {
+  REQUIRE(actual.shape() == expected.shape());
+  std::vector<T> e = expected.to_vector();
+  check_close(actual, std::vector<double>(e.begin(), e.end()), tol);
+}
+
+// Runs gradcheck and reports the first mismatch per input on failure.
+inline void check_gradients(const std::function<hg::Tensor<double>(const std::vector<hg::Tensor<double>>&)>& f,
+                            std::vector<hg::Tensor<double>> inputs, double atol = 1e-5, double rtol = 1e-4) {
+  hg::GradcheckResult r = hg::gradcheck(f, std::move(inputs), 1e-6, atol, rtol);
+  INFO(r.report);
+  CHECK(r.ok);
+}
+
+// A random double tensor, optionally made non-contiguous by building it transposed.
+inline hg::Tensor<double> random_input(const hg::Shape& shape, uint64_t seed, bool non_contiguous = false) {
+  hg::Generator gen(seed);
+  if (!non_contiguous || shape.size() < 2) return hg::randn<double>(shape, gen);
+  hg::Shape swapped = shape;
+  std::swap(swapped[swapped.size() - 1], swapped[swapped.size() - 2]);
+  return hg::randn<double>(swapped, gen).transpose(-1, -2);
+}
