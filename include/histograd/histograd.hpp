@@ -28,3 +28,4 @@
 #include "ops/interpolate.hpp"
 #include "ops/sort.hpp"
 #include "ops/attention.hpp"
+#include "io/safetensors.hpp"
