@@ -29,3 +29,4 @@
 #include "ops/sort.hpp"
 #include "ops/attention.hpp"
 #include "io/safetensors.hpp"
+#include "optim/optimizer.hpp"
