@@ -30,3 +30,4 @@
 #include "ops/attention.hpp"
 #include "io/safetensors.hpp"
 #include "optim/optimizer.hpp"
+#include "models/simple_vit.hpp"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the benchmarks with native tuning and runs them beside PyTorch (installed by
+# scripts/setup_python.sh) on the given thread count (default 2, the project's machines).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/setup_python.sh
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_NATIVE=ON >/dev/null
+cmake --build build/release --target gemm_bench vit_forward_bench -j"$(nproc)"
+export OMP_NUM_THREADS="${1:-2}"
+echo "# $(date -u +%F) $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS"
+build/release/benchmarks/gemm_bench
+build/release/benchmarks/vit_forward_bench
