@@ -8,6 +8,7 @@
 #include "../autograd/node.hpp"
 #include "../core/factories.hpp"
 #include "../core/tensor.hpp"
+#include "../cpu/activation.hpp"
 #include "../cpu/elementwise.hpp"
 
 namespace histograd {
@@ -198,15 +199,16 @@ template <class T> Tensor<T> sigmoid(const Tensor<T>& x) {  // dy/dx = y (1 - y)
 template <class T> Tensor<T> tanh(const Tensor<T>& x) {  // dy/dx = 1 - y²
   return detail::unary_op(x, "Tanh", [](T v) { return std::tanh(v); }, [](T, T y) { return T(1) - y * y; });
 }
-// GELU, exact erf form: y = x Φ(x);  dy/dx = Φ(x) + x φ(x)
-template <class T> inline T gelu_scalar(T v) { return T(0.5) * v * (T(1) + std::erf(v * T(M_SQRT1_2))); }
-template <class T> inline T gelu_derivative(T v) {
-  T cdf = T(0.5) * (T(1) + std::erf(v * T(M_SQRT1_2)));
-  T pdf = std::exp(T(-0.5) * v * v) * T(0.3989422804014327);  // 1/sqrt(2π)
-  return cdf + v * pdf;
-}
+// GELU, exact erf form: y = x Φ(x);  dy/dx = Φ(x) + x φ(x)   (vectorised in cpu/activation.hpp)
 template <class T> Tensor<T> gelu(const Tensor<T>& x) {
-  return detail::unary_op(x, "Gelu", [](T v) { return gelu_scalar(v); }, [](T v, T) { return gelu_derivative(v); });
+  Tensor<T> input = x.detach().contiguous(), y(x.shape());
+  cpu::gelu_forward(input.data(), y.data(), y.numel());
+  autograd::record(y, "Gelu", {x}, [input](const Tensor<T>& g, const NeedsGrad&) {
+    Tensor<T> grad_output = g.contiguous(), grad_input(g.shape());
+    cpu::gelu_backward(input.data(), grad_output.data(), grad_input.data(), grad_input.numel());
+    return std::vector<Tensor<T>>{grad_input};
+  });
+  return y;
 }
 // QuickGELU (OpenAI CLIP): y = x σ(1.702x);  dy/dx = s + 1.702 x s (1 - s)
 template <class T> Tensor<T> quick_gelu(const Tensor<T>& x) {
