@@ -82,3 +82,45 @@ TEST_CASE("printing looks like PyTorch") {
   s << hg::tensor<float>({1, 2, 3, 4}, {2, 2});
   CHECK(s.str() == "tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]])");
 }
+
+TEST_CASE("from_blob wraps memory without copying and calls the release hook") {
+  std::vector<float> buffer{1, 2, 3, 4, 5, 6};
+  bool released = false;
+  {
+    auto t = hg::from_blob<float>(buffer.data(), {2, 3}, {}, [&](float*) { released = true; });
+    CHECK(t.data() == buffer.data());
+    t.at({1, 2}) = 60;
+    auto column = hg::from_blob<float>(buffer.data() + 1, {2}, {3});  // strided: elements 1 and 4
+    check_close(column, {2, 5});
+  }
+  CHECK(released);
+  CHECK(buffer[5] == 60);
+  CHECK_THROWS_WITH_AS(hg::from_blob<float>(nullptr, {2}), doctest::Contains("from_blob: null data pointer"), hg::Error);
+}
+
+TEST_CASE("dtype conversion, zero-size tensors and squeeze") {
+  auto x = hg::tensor<float>({1.5f, -2.25f});
+  auto d = x.to<double>();
+  check_close(d, {1.5, -2.25});
+  CHECK(x.to<int64_t>().to_vector() == std::vector<int64_t>{1, -2});
+  auto empty = hg::zeros<float>({0, 3});
+  CHECK(empty.numel() == 0);
+  CHECK(hg::sum(empty, {0}).shape() == hg::Shape{3});
+  check_close(hg::sum(empty, {0}), {0, 0, 0});
+  auto s = hg::zeros<float>({1, 3, 1, 2});
+  CHECK(s.squeeze().shape() == hg::Shape{3, 2});
+  CHECK(s.squeeze(-2).shape() == hg::Shape{1, 3, 2});
+  CHECK(s.unsqueeze(-1).shape() == hg::Shape{1, 3, 1, 2, 1});
+  CHECK(s.flatten(1, 2).shape() == hg::Shape{1, 3, 2});
+  auto r = hg::randint<int64_t>(3, 7, {1000});
+  for (int64_t v : r.to_vector()) CHECK((v >= 3 && v < 7));
+}
+
+TEST_CASE("reshape of a non-viewable layout copies, view refuses") {
+  auto x = hg::arange<float>(0, 6).reshape({2, 3}).transpose(0, 1);  // [3, 2], strides [1, 3]
+  auto flat = x.reshape({6});
+  check_close(flat, {0, 3, 1, 4, 2, 5});
+  CHECK(flat.storage() != x.storage());
+  auto same = x.reshape({3, 2, 1});
+  CHECK(same.storage() == x.storage());
+}
