@@ -1,2 +1,155 @@
+// conv2d with torch.nn.functional.conv2d's semantics (stride, padding, dilation, groups) as
+// im2col + GEMM, and patch_embed, the kernel == stride stem of every ViT (MODELS.md §1.1,
+// §2.1): a reshape/permute of the image into patch rows and one GEMM. Kernels: cpu/conv.hpp.
+// Shapes: x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O] or undefined (no bias).
 #pragma once
+#include "../autograd/node.hpp"
 #include "../core/tensor.hpp"
+#include "../cpu/conv.hpp"
+
+namespace histograd {
+
+// An (h, w) pair that, like PyTorch's int-or-tuple arguments, also accepts one int for both.
+struct IntPair {
+  int64_t h, w;
+  IntPair(int64_t both) : h(both), w(both) {}  // NOLINT: implicit, so conv2d(x, w, b, 2) reads as in PyTorch
+  IntPair(int64_t h_, int64_t w_) : h(h_), w(w_) {}
+};
+
+namespace detail {
+
+template <class T>
+cpu::Conv2dShape conv2d_shape(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, IntPair stride,
+                              IntPair padding, IntPair dilation, int64_t groups) {
+  HG_CHECK(x.dim() == 4, "conv2d", "expected a 4-D input [N, C, H, W], got shape ", to_string(x.shape()));
+  HG_CHECK(weight.dim() == 4, "conv2d", "expected a 4-D weight [out_channels, in_channels/groups, kh, kw], got shape ",
+           to_string(weight.shape()));
+  HG_CHECK(groups >= 1, "conv2d", "expected groups >= 1, got ", groups);
+  HG_CHECK(stride.h >= 1 && stride.w >= 1, "conv2d", "expected a positive stride, got (", stride.h, ", ", stride.w,
+           ")");
+  HG_CHECK(dilation.h >= 1 && dilation.w >= 1, "conv2d", "expected a positive dilation, got (", dilation.h, ", ",
+           dilation.w, ")");
+  HG_CHECK(padding.h >= 0 && padding.w >= 0, "conv2d", "expected a non-negative padding, got (", padding.h, ", ",
+           padding.w, ")");
+  cpu::Conv2dShape s;
+  s.batch = x.size(0), s.in_channels = x.size(1), s.in_h = x.size(2), s.in_w = x.size(3);
+  s.out_channels = weight.size(0), s.kernel_h = weight.size(2), s.kernel_w = weight.size(3), s.groups = groups;
+  HG_CHECK(s.in_channels == weight.size(1) * groups, "conv2d", "expected input with ", weight.size(1) * groups,
+           " channels (weight ", to_string(weight.shape()), " with groups=", groups, "), got ", s.in_channels);
+  HG_CHECK(s.out_channels % groups == 0, "conv2d", "expected out_channels divisible by groups=", groups,
+           ", got weight ", to_string(weight.shape()));
+  HG_CHECK(!bias.defined() || bias.shape() == Shape{s.out_channels}, "conv2d", "expected a bias of shape [",
+           s.out_channels, "], got ", to_string(bias.shape()));
+  s.stride_h = stride.h, s.stride_w = stride.w, s.pad_h = padding.h, s.pad_w = padding.w;
+  s.dilation_h = dilation.h, s.dilation_w = dilation.w;
+  s.out_h = (s.in_h + 2 * s.pad_h - s.dilation_h * (s.kernel_h - 1) - 1) / s.stride_h + 1;
+  s.out_w = (s.in_w + 2 * s.pad_w - s.dilation_w * (s.kernel_w - 1) - 1) / s.stride_w + 1;
+  const int64_t span_h = s.dilation_h * (s.kernel_h - 1) + 1, span_w = s.dilation_w * (s.kernel_w - 1) + 1;
+  HG_CHECK(s.kernel_h >= 1 && s.kernel_w >= 1 && s.in_h + 2 * s.pad_h >= span_h && s.in_w + 2 * s.pad_w >= span_w,
+           "conv2d", "expected a positive output size, but the padded input ", s.in_h + 2 * s.pad_h, "x",
+           s.in_w + 2 * s.pad_w, " is smaller than the dilated kernel ", span_h, "x", span_w);
+  return s;
+}
+
+// tokens [R, D] = patches [R, K] · weight [D, K]^T + bias;  d patches = dy · W,
+// dW = dy^T · patches, db = Σ_rows dy.
+template <class T>
+Tensor<T> patch_gemm(const Tensor<T>& patches, const Tensor<T>& weight, const Tensor<T>& bias) {
+  const int64_t R = patches.size(0), K = patches.size(1), D = weight.size(0);
+  Tensor<T> a = patches.detach().contiguous(), w = weight.detach().contiguous();
+  Tensor<T> b = bias.defined() ? bias.detach().contiguous() : bias;
+  Tensor<T> tokens({R, D});
+  cpu::patch_gemm_forward(R, K, D, a.data(), w.data(), b.defined() ? b.data() : nullptr, tokens.data());
+  // keep the patches only for dW and the weight only for d patches
+  if (!weight.requires_grad()) a = Tensor<T>();
+  if (!patches.requires_grad()) w = Tensor<T>();
+  if (autograd::needs_grad(patches, weight, bias))
+    autograd::record(tokens, "PatchEmbed", {patches, weight, bias}, [a, w, R, K, D](const Tensor<T>& g,
+                                                                                    const NeedsGrad& need) {
+      Tensor<T> dy = g.contiguous(), da, dw, db;
+      if (need[0]) {
+        da = Tensor<T>({R, K});
+        cpu::patch_gemm_backward_input(R, K, D, dy.data(), w.data(), da.data());
+      }
+      if (need[1]) dw = Tensor<T>({D, K});
+      if (need[2]) db = Tensor<T>({D});
+      if (need[1] || need[2])
+        cpu::patch_gemm_backward_weight(R, K, D, dy.data(), a.data(), need[1] ? dw.data() : nullptr,
+                                        need[2] ? db.data() : nullptr);
+      return std::vector<Tensor<T>>{da, dw, db};
+    });
+  return tokens;
+}
+
+// The patch path shared by patch_embed and conv2d (kernel == stride, no padding, dilation 1,
+// groups 1, sizes divisible): x viewed [N, C, Hp, kh, Wp, kw] -> [N, Hp, Wp, C, kh, kw] is the
+// patch matrix, one GEMM makes [N, Hp, Wp, D], returned as the view [N, D, Hp, Wp], so
+// ViT's flatten(2).transpose(1, 2) gets back contiguous [N, Hp·Wp, D] tokens with no copy.
+template <class T>
+Tensor<T> patchify_conv(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias) {
+  const int64_t N = x.size(0), C = x.size(1), kh = weight.size(2), kw = weight.size(3);
+  const int64_t Hp = x.size(2) / kh, Wp = x.size(3) / kw, D = weight.size(0);
+  Tensor<T> patches =
+      x.reshape({N, C, Hp, kh, Wp, kw}).permute({0, 2, 4, 1, 3, 5}).reshape({N * Hp * Wp, C * kh * kw});
+  Tensor<T> tokens = patch_gemm(patches, weight.reshape({D, C * kh * kw}), bias);
+  return tokens.view({N, Hp, Wp, D}).permute({0, 3, 1, 2});
+}
+
+}  // namespace detail
+
+// conv2d: y[n, o, oh, ow] = b[o] + Σ_{c in o's group, ki, kj} W[o, c, ki, kj] · x[n, c, ih, iw]
+// with ih = oh·sh - ph + ki·dh, iw = ow·sw - pw + kj·dw (0 outside), as y[n, g] = W_g · im2col(x[n, g]).
+// Backward: dx = col2im(W_g^T · dy), dW_g = Σ_n dy · col^T, db = Σ dy. Kernel == stride convolutions
+// (ViT stems, 1x1) take the patch path above, whose output is an NHWC-strided view.
+template <class T>
+Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = Tensor<T>(), IntPair stride = 1,
+                 IntPair padding = 0, IntPair dilation = 1, int64_t groups = 1) {
+  const cpu::Conv2dShape s = detail::conv2d_shape(x, weight, bias, stride, padding, dilation, groups);
+  if (s.kernel_h == s.stride_h && s.kernel_w == s.stride_w && s.pad_h == 0 && s.pad_w == 0 && groups == 1 &&
+      (s.kernel_h == 1 || s.dilation_h == 1) && (s.kernel_w == 1 || s.dilation_w == 1) && s.in_h % s.kernel_h == 0 &&
+      s.in_w % s.kernel_w == 0)
+    return detail::patchify_conv(x, weight, bias);
+  Tensor<T> xc = x.detach().contiguous(), wc = weight.detach().contiguous();
+  Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : bias;
+  Tensor<T> y({s.batch, s.out_channels, s.out_h, s.out_w});
+  cpu::conv2d_forward(s, xc.data(), wc.data(), bc.defined() ? bc.data() : nullptr, y.data());
+  if (!weight.requires_grad()) xc = Tensor<T>();  // x is only needed for dW, W only for dx
+  if (!x.requires_grad()) wc = Tensor<T>();
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record(y, "Conv2d", {x, weight, bias}, [xc, wc, s](const Tensor<T>& g, const NeedsGrad& need) {
+      Tensor<T> dy = g.contiguous(), dx, dw, db;
+      if (need[0]) {
+        dx = Tensor<T>({s.batch, s.in_channels, s.in_h, s.in_w});
+        cpu::conv2d_backward_input(s, wc.data(), dy.data(), dx.data());
+      }
+      if (need[1]) {
+        dw = Tensor<T>({s.out_channels, s.group_in(), s.kernel_h, s.kernel_w});
+        cpu::conv2d_backward_weight(s, xc.data(), dy.data(), dw.data());
+      }
+      if (need[2]) {
+        db = Tensor<T>({s.out_channels});
+        cpu::conv2d_backward_bias(s, dy.data(), db.data());
+      }
+      return std::vector<Tensor<T>>{dx, dw, db};
+    });
+  return y;
+}
+
+// patch_embed: conv2d with kernel == stride == p and no padding, the ViT stem
+// (PatchEmbed.proj), computed as one GEMM over the non-overlapping patches; equals conv2d.
+// x [N, C, H, W], weight [D, C, p, p] -> [N, D, H/p, W/p] (an NHWC-strided view).
+template <class T>
+Tensor<T> patch_embed(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = Tensor<T>()) {
+  HG_CHECK(x.dim() == 4, "patch_embed", "expected a 4-D input [N, C, H, W], got shape ", to_string(x.shape()));
+  HG_CHECK(weight.dim() == 4 && weight.size(2) >= 1 && weight.size(3) >= 1, "patch_embed",
+           "expected a 4-D weight [embed_dim, in_channels, p, p], got shape ", to_string(weight.shape()));
+  HG_CHECK(weight.size(1) == x.size(1), "patch_embed", "expected input with ", weight.size(1), " channels (weight ",
+           to_string(weight.shape()), "), got ", x.size(1));
+  HG_CHECK(x.size(2) % weight.size(2) == 0 && x.size(3) % weight.size(3) == 0, "patch_embed", "expected an image size ",
+           x.size(2), "x", x.size(3), " divisible by the patch size ", weight.size(2), "x", weight.size(3));
+  HG_CHECK(!bias.defined() || bias.shape() == Shape{weight.size(0)}, "patch_embed", "expected a bias of shape [",
+           weight.size(0), "], got ", to_string(bias.shape()));
+  return detail::patchify_conv(x, weight, bias);
+}
+
+}  // namespace histograd

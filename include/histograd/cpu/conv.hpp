@@ -1,0 +1,276 @@
+// CPU kernels for conv2d as im2col + GEMM (Chellapilla et al. 2006, the layout Caffe made
+// standard) and for the patch-embedding GEMM. Column matrices are built one tile of output
+// pixels at a time, so the scratch stays ~1 MB whatever the image size. Every product runs
+// on a fixed work item (sample, group, pixel tile or channel block) whose boundaries never
+// depend on the thread count, so results are bitwise the same with 1 or 16 threads.
+#pragma once
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "parallel.hpp"
+
+namespace histograd::cpu {
+
+// Shapes and hyper-parameters of one conv2d, in PyTorch's terms.
+struct Conv2dShape {
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  int64_t out_channels = 0, kernel_h = 0, kernel_w = 0, groups = 1;
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1;
+  int64_t out_h = 0, out_w = 0;
+
+  int64_t group_in() const { return in_channels / groups; }
+  int64_t group_out() const { return out_channels / groups; }
+  int64_t patch() const { return group_in() * kernel_h * kernel_w; }  // rows of the column matrix
+  int64_t pixels() const { return out_h * out_w; }                    // its columns
+  // Output pixels per column tile: about 256K column elements (1 MB in float), at least 32.
+  int64_t tile() const { return std::max<int64_t>(1, std::min(pixels(), std::max<int64_t>(32, (1 << 18) / patch()))); }
+  int64_t tiles() const { return (pixels() + tile() - 1) / tile(); }
+};
+
+// Eigen splits a large product over OpenMP threads by itself when called outside a parallel
+// region, and then blocks the depth differently from its serial kernel: the rounding would
+// change with the thread count. We parallelise over our own work items instead, so each
+// product runs serially (omp_set_num_threads only touches the calling thread's setting).
+class SerialEigenScope {
+ public:
+#ifdef _OPENMP
+  SerialEigenScope() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~SerialEigenScope() { omp_set_num_threads(saved_); }
+#else
+  SerialEigenScope() {}  // without OpenMP, Eigen is serial already
+#endif
+  SerialEigenScope(const SerialEigenScope&) = delete;
+  SerialEigenScope& operator=(const SerialEigenScope&) = delete;
+
+ private:
+#ifdef _OPENMP
+  int saved_;
+#endif
+};
+
+namespace conv_detail {
+template <class T>
+using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using MatrixMap = Eigen::Map<RowMajorMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <class T>
+using ConstMatrixMap = Eigen::Map<const RowMajorMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <class T>
+using Accum = std::conditional_t<std::is_same_v<T, float>, double, T>;
+
+// Visits the output pixels [p0, p1) as runs within one output row: f(oh, ow_begin, ow_end, j)
+// where j is the run's first column in the tile.
+template <class F>
+void for_each_row_run(const Conv2dShape& s, int64_t p0, int64_t p1, F&& f) {
+  for (int64_t p = p0; p < p1;) {
+    const int64_t oh = p / s.out_w, ow0 = p % s.out_w, ow1 = std::min(s.out_w, ow0 + (p1 - p));
+    f(oh, ow0, ow1, p - p0);
+    p += ow1 - ow0;
+  }
+}
+}  // namespace conv_detail
+
+// col[k, j] = input pixel under kernel tap k for output pixel p0 + j (0 in the padding), where
+// k = (c, ki, kj) over the group's channels and `image` points at the group's first channel.
+template <class T>
+void im2col(const Conv2dShape& s, const T* image, int64_t p0, int64_t p1, T* col) {
+  const int64_t width = p1 - p0, taps = s.kernel_h * s.kernel_w;
+  for (int64_t k = 0; k < s.patch(); ++k) {
+    const int64_t c = k / taps, ki = k / s.kernel_w % s.kernel_h, kj = k % s.kernel_w;
+    const T* plane = image + c * s.in_h * s.in_w;
+    T* dst = col + k * width;
+    const int64_t row_shift = ki * s.dilation_h - s.pad_h, col_shift = kj * s.dilation_w - s.pad_w;
+    conv_detail::for_each_row_run(s, p0, p1, [&](int64_t oh, int64_t ow0, int64_t ow1, int64_t j) {
+      const int64_t ih = oh * s.stride_h + row_shift;
+      if (ih < 0 || ih >= s.in_h) {
+        std::fill(dst + j, dst + j + (ow1 - ow0), T(0));
+        return;
+      }
+      const T* src = plane + ih * s.in_w;
+      for (int64_t ow = ow0; ow < ow1; ++ow, ++j) {
+        const int64_t iw = ow * s.stride_w + col_shift;
+        dst[j] = (iw >= 0 && iw < s.in_w) ? src[iw] : T(0);
+      }
+    });
+  }
+}
+
+// The adjoint of im2col: adds col[k, j] back onto the input pixel it was read from.
+template <class T>
+void col2im(const Conv2dShape& s, const T* col, int64_t p0, int64_t p1, T* image) {
+  const int64_t width = p1 - p0, taps = s.kernel_h * s.kernel_w;
+  for (int64_t k = 0; k < s.patch(); ++k) {
+    const int64_t c = k / taps, ki = k / s.kernel_w % s.kernel_h, kj = k % s.kernel_w;
+    T* plane = image + c * s.in_h * s.in_w;
+    const T* src = col + k * width;
+    const int64_t row_shift = ki * s.dilation_h - s.pad_h, col_shift = kj * s.dilation_w - s.pad_w;
+    conv_detail::for_each_row_run(s, p0, p1, [&](int64_t oh, int64_t ow0, int64_t ow1, int64_t j) {
+      const int64_t ih = oh * s.stride_h + row_shift;
+      if (ih < 0 || ih >= s.in_h) return;
+      T* dst = plane + ih * s.in_w;
+      for (int64_t ow = ow0; ow < ow1; ++ow, ++j) {
+        const int64_t iw = ow * s.stride_w + col_shift;
+        if (iw >= 0 && iw < s.in_w) dst[iw] += src[j];
+      }
+    });
+  }
+}
+
+// y[n, g-block] (+ bias) = W_g [Og, K] · col [K, tile], one work item per (sample, group, tile).
+template <class T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
+  const int64_t K = s.patch(), P = s.pixels(), Og = s.group_out(), tile = s.tile(), tiles = s.tiles();
+  parallel_for(s.batch * s.groups * tiles, Og * K * tile, [&](int64_t begin, int64_t end) {
+    SerialEigenScope serial;
+    std::vector<T> col(static_cast<size_t>(K * tile));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / (s.groups * tiles), g = item / tiles % s.groups, t = item % tiles;
+      const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile);
+      im2col(s, x + (n * s.in_channels + g * s.group_in()) * s.in_h * s.in_w, p0, p1, col.data());
+      conv_detail::ConstMatrixMap<T> w(weight + g * Og * K, Og, K, Eigen::OuterStride<>(K));
+      conv_detail::ConstMatrixMap<T> c(col.data(), K, p1 - p0, Eigen::OuterStride<>(p1 - p0));
+      T* out_base = y + (n * s.out_channels + g * Og) * P + p0;
+      conv_detail::MatrixMap<T> out(out_base, Og, p1 - p0, Eigen::OuterStride<>(P));
+      out.noalias() = w * c;
+      if (bias)
+        for (int64_t o = 0; o < Og; ++o) out.row(o).array() += bias[g * Og + o];
+    }
+  });
+}
+
+// dx = col2im(W_g^T · dy): one item per (sample, group), whose input channels no other item
+// touches; its tiles run in order, so overlapping windows add up the same way every time.
+template <class T>
+void conv2d_backward_input(const Conv2dShape& s, const T* weight, const T* grad_out, T* grad_in) {
+  const int64_t K = s.patch(), P = s.pixels(), Og = s.group_out(), tile = s.tile(), tiles = s.tiles();
+  std::fill(grad_in, grad_in + s.batch * s.in_channels * s.in_h * s.in_w, T(0));
+  parallel_for(s.batch * s.groups, Og * K * P, [&](int64_t begin, int64_t end) {
+    SerialEigenScope serial;
+    std::vector<T> col(static_cast<size_t>(K * tile));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / s.groups, g = item % s.groups;
+      conv_detail::ConstMatrixMap<T> w(weight + g * Og * K, Og, K, Eigen::OuterStride<>(K));
+      T* image = grad_in + (n * s.in_channels + g * s.group_in()) * s.in_h * s.in_w;
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile);
+        conv_detail::ConstMatrixMap<T> dy(grad_out + (n * s.out_channels + g * Og) * P + p0, Og, p1 - p0,
+                                          Eigen::OuterStride<>(P));
+        conv_detail::MatrixMap<T> c(col.data(), K, p1 - p0, Eigen::OuterStride<>(p1 - p0));
+        c.noalias() = w.transpose() * dy;
+        col2im(s, col.data(), p0, p1, image);
+      }
+    }
+  });
+}
+
+// dW_g = Σ_n dy[n, g] · col[n, g]^T. The sum over the batch never crosses threads: each item
+// owns a fixed block of output channels and walks every sample and tile in order (rebuilding
+// the columns per block, which costs ~1/32 of the block's GEMM work).
+template <class T>
+void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_out, T* grad_weight) {
+  const int64_t K = s.patch(), P = s.pixels(), Og = s.group_out(), tile = s.tile(), tiles = s.tiles();
+  const int64_t block = 32, blocks = (Og + block - 1) / block;
+  parallel_for(s.groups * blocks, std::min(block, Og) * K * P * s.batch, [&](int64_t begin, int64_t end) {
+    SerialEigenScope serial;
+    std::vector<T> col(static_cast<size_t>(K * tile));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t g = item / blocks, r0 = item % blocks * block, rows = std::min(Og, r0 + block) - r0;
+      conv_detail::MatrixMap<T> dw(grad_weight + (g * Og + r0) * K, rows, K, Eigen::OuterStride<>(K));
+      dw.setZero();
+      for (int64_t n = 0; n < s.batch; ++n)
+        for (int64_t t = 0; t < tiles; ++t) {
+          const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile);
+          im2col(s, x + (n * s.in_channels + g * s.group_in()) * s.in_h * s.in_w, p0, p1, col.data());
+          conv_detail::ConstMatrixMap<T> c(col.data(), K, p1 - p0, Eigen::OuterStride<>(p1 - p0));
+          conv_detail::ConstMatrixMap<T> dy(grad_out + (n * s.out_channels + g * Og + r0) * P + p0, rows, p1 - p0,
+                                       Eigen::OuterStride<>(P));
+          dw.noalias() += dy * c.transpose();
+        }
+    }
+  });
+}
+
+// db[o] = Σ_{n, pixel} dy[n, o, pixel], accumulated in double for float.
+template <class T>
+void conv2d_backward_bias(const Conv2dShape& s, const T* grad_out, T* grad_bias) {
+  const int64_t P = s.pixels();
+  parallel_for(s.out_channels, s.batch * P, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      conv_detail::Accum<T> acc = 0;
+      for (int64_t n = 0; n < s.batch; ++n) {
+        const T* row = grad_out + (n * s.out_channels + o) * P;
+        for (int64_t p = 0; p < P; ++p) acc += row[p];
+      }
+      grad_bias[o] = static_cast<T>(acc);
+    }
+  });
+}
+
+// ---- patch embedding: tokens [R, D] = patches [R, K] · W[D, K]^T + b ----
+// Fixed blocks of 64 token rows (forward, input grad) or 32 weight rows (weight grad).
+
+template <class T>
+void patch_gemm_forward(int64_t R, int64_t K, int64_t D, const T* patches, const T* weight, const T* bias, T* tokens) {
+  const int64_t block = 64, blocks = (R + block - 1) / block;
+  conv_detail::ConstMatrixMap<T> w(weight, D, K, Eigen::OuterStride<>(K));
+  parallel_for(blocks, std::min(block, R) * K * D, [&](int64_t begin, int64_t end) {
+    SerialEigenScope serial;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t r0 = b * block, rows = std::min(R, r0 + block) - r0;
+      conv_detail::ConstMatrixMap<T> a(patches + r0 * K, rows, K, Eigen::OuterStride<>(K));
+      conv_detail::MatrixMap<T> y(tokens + r0 * D, rows, D, Eigen::OuterStride<>(D));
+      y.noalias() = a * w.transpose();
+      if (bias)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t d = 0; d < D; ++d) y(r, d) += bias[d];
+    }
+  });
+}
+
+// d patches = dy · W
+template <class T>
+void patch_gemm_backward_input(int64_t R, int64_t K, int64_t D, const T* grad_tokens, const T* weight,
+                               T* grad_patches) {
+  const int64_t block = 64, blocks = (R + block - 1) / block;
+  conv_detail::ConstMatrixMap<T> w(weight, D, K, Eigen::OuterStride<>(K));
+  parallel_for(blocks, std::min(block, R) * K * D, [&](int64_t begin, int64_t end) {
+    SerialEigenScope serial;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t r0 = b * block, rows = std::min(R, r0 + block) - r0;
+      conv_detail::ConstMatrixMap<T> dy(grad_tokens + r0 * D, rows, D, Eigen::OuterStride<>(D));
+      conv_detail::MatrixMap<T> da(grad_patches + r0 * K, rows, K, Eigen::OuterStride<>(K));
+      da.noalias() = dy * w;
+    }
+  });
+}
+
+// dW = dy^T · patches and db = Σ_rows dy; each item owns whole rows of dW, so the sum over
+// tokens happens inside one product and never depends on the thread count.
+template <class T>
+void patch_gemm_backward_weight(int64_t R, int64_t K, int64_t D, const T* grad_tokens, const T* patches, T* grad_weight,
+                                T* grad_bias) {
+  const int64_t block = 32, blocks = (D + block - 1) / block;
+  conv_detail::ConstMatrixMap<T> a(patches, R, K, Eigen::OuterStride<>(K));
+  parallel_for(blocks, std::min(block, D) * K * R, [&](int64_t begin, int64_t end) {
+    SerialEigenScope serial;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t d0 = b * block, rows = std::min(D, d0 + block) - d0;
+      conv_detail::ConstMatrixMap<T> dy(grad_tokens + d0, R, rows, Eigen::OuterStride<>(D));
+      if (grad_weight) {
+        conv_detail::MatrixMap<T> dw(grad_weight + d0 * K, rows, K, Eigen::OuterStride<>(K));
+        dw.noalias() = dy.transpose() * a;
+      }
+      if (grad_bias)
+        for (int64_t d = 0; d < rows; ++d) {
+          conv_detail::Accum<T> acc = 0;
+          for (int64_t r = 0; r < R; ++r) acc += dy(r, d);
+          grad_bias[d0 + d] = static_cast<T>(acc);
+        }
+    }
+  });
+}
+
+}  // namespace histograd::cpu
