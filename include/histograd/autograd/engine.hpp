@@ -26,7 +26,11 @@ Tensor<T> add_same_shape(const Tensor<T>& a, const Tensor<T>& b) {
 
 template <class T>
 void accumulate_grad(TensorImpl<T>& impl, const Tensor<T>& grad) {
-  if (!impl.grad) impl.grad = grad.contiguous().clone().impl();  // own copy: grad may alias graph data
+  // The first gradient is kept as is when nothing else can see its memory; otherwise it is
+  // copied, since it may alias graph data or another input's gradient.
+  bool exclusive = grad.is_contiguous() && grad.storage_offset() == 0 && grad.impl().use_count() == 1 &&
+                   grad.storage().use_count() == 1;
+  if (!impl.grad) impl.grad = exclusive ? grad.impl() : grad.contiguous().clone().impl();
   else impl.grad = add_same_shape(Tensor<T>(impl.grad), grad).impl();
 }
 
@@ -65,7 +69,7 @@ void run_backward(const Tensor<T>& root, const Tensor<T>& root_grad, bool retain
     Tensor<T> grad = std::move(found->second);
     grads.erase(found);
     Node<T>* node = impl->grad_fn.get();
-    if (!node || impl->retains_grad) accumulate_grad(*impl, grad);
+    if (!node || impl->retains_grad) accumulate_grad(*impl, node ? grad.detach() : std::move(grad));
     if (!node) continue;
     HG_CHECK(node->backward != nullptr, "backward",
              "trying to backward through the graph of '", node->name,
