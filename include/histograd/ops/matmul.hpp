@@ -1,2 +1,191 @@
+// Matrix products: matmul (torch.matmul semantics: dot, 1-D promotion, broadcast batch dims),
+// bmm, and linear (x W^T + b with W [out, in] as nn.Linear, bias fused into the GEMM). Row- and
+// column-major operands (contiguous tensors and their .mT() views) go to Eigen without copies.
+// Backward: dA = g B^T, dB = A^T g, each summed over the batch dims its operand was broadcast on.
 #pragma once
+#include <vector>
+
+#include "../autograd/node.hpp"
 #include "../core/tensor.hpp"
+#include "../cpu/gemm.hpp"
+#include "reduce.hpp"
+#include "views.hpp"
+
+namespace histograd {
+
+namespace detail {
+
+// t's last two dims as a GEMM operand; copies only when neither of their strides is 1.
+template <class T>
+struct GemmOperand {
+  Tensor<T> tensor;
+  cpu::MatrixLayout layout;
+};
+template <class T>
+GemmOperand<T> gemm_operand(const Tensor<T>& t) {
+  const int64_t n = t.dim(), rows = t.shape()[n - 2], cols = t.shape()[n - 1];
+  if (auto layout = cpu::matrix_layout(rows, cols, t.strides()[n - 2], t.strides()[n - 1])) return {t, *layout};
+  return {t.contiguous(), cpu::MatrixLayout{false, std::max<int64_t>(cols, 1)}};
+}
+
+// t (detached) as a [rows, cols] matrix: a view where the strides allow it, else a copy.
+template <class T>
+Tensor<T> as_rows(const Tensor<T>& t, int64_t cols) {
+  const int64_t rows = cols == 0 ? numel_of(Shape(t.shape().begin(), t.shape().end() - 1)) : t.numel() / cols;
+  if (auto strides = view_strides(t.shape(), t.strides(), {rows, cols}))
+    return make_view(t, {rows, cols}, *strides, t.storage_offset());
+  return t.contiguous().reshape({rows, cols});
+}
+
+// out[M, N] (+)= a[M, K] b[K, N] for 2-D tensors; out is contiguous.
+template <class T>
+void mm_into(const Tensor<T>& a, const Tensor<T>& b, Tensor<T>& out, bool accumulate) {
+  GemmOperand<T> A = gemm_operand(a), B = gemm_operand(b);
+  cpu::gemm(a.size(0), b.size(1), a.size(1), T(1), A.tensor.data(), A.layout, B.tensor.data(), B.layout, out.data(),
+            std::max<int64_t>(b.size(1), 1), accumulate);
+}
+
+// Element offsets of each broadcast batch matrix of t (its dims before the last two).
+template <class T>
+std::vector<int64_t> batch_offsets(const Tensor<T>& t, const Shape& out_batch) {
+  Shape batch(t.shape().begin(), t.shape().end() - 2), strides(t.strides().begin(), t.strides().end() - 2);
+  std::vector<int64_t> offsets;
+  offsets.reserve(static_cast<size_t>(numel_of(out_batch)));
+  for_each_offset(out_batch, broadcast_strides(batch, strides, out_batch), 0, [&](int64_t off) { offsets.push_back(off); });
+  return offsets;
+}
+
+// a [..., M, K] @ b [..., K, N] -> contiguous [batch..., M, N], batch dims broadcast; no autograd
+// (callers pass detached tensors and have checked the shapes).
+template <class T>
+Tensor<T> batched_product(const Tensor<T>& a, const Tensor<T>& b) {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  const Shape a_batch(a.shape().begin(), a.shape().end() - 2), b_batch(b.shape().begin(), b.shape().end() - 2);
+  Shape out_shape = broadcast_shapes(a_batch, b_batch, "matmul");
+  const Shape out_batch = out_shape;
+  const int64_t batch = numel_of(out_batch);
+  out_shape.insert(out_shape.end(), {M, N});
+  Tensor<T> out(out_shape);
+  if (out.numel() == 0) return out;
+  if (batch > 1 && numel_of(b_batch) == 1) {  // one right matrix (x @ W): a's batch folds into its rows
+    if (auto strides = view_strides(a.shape(), a.strides(), {batch * M, K})) {
+      Tensor<T> out_rows = out.view({batch * M, N});
+      mm_into(make_view(a, {batch * M, K}, *strides, a.storage_offset()), b.reshape({K, N}), out_rows, false);
+      return out;
+    }
+  }
+  GemmOperand<T> A = gemm_operand(a), B = gemm_operand(b);
+  std::vector<int64_t> a_offsets = batch_offsets(A.tensor, out_batch), b_offsets = batch_offsets(B.tensor, out_batch);
+  cpu::gemm_batched(batch, M, N, K, T(1), A.tensor.data(), a_offsets.data(), A.layout, B.tensor.data(), b_offsets.data(),
+                    B.layout, out.data(), M * N, N, false);
+  return out;
+}
+
+// The product shared by matmul and bmm: promote 1-D operands, multiply, squeeze them back out.
+// dA = sum_to(g B^T), dB = sum_to(A^T g); with one right matrix, dB = A_rows^T g_rows in one GEMM.
+template <class T>
+Tensor<T> product_op(const Tensor<T>& a, const Tensor<T>& b, const char* name) {
+  Tensor<T> ap = a.dim() == 1 ? a.detach().unsqueeze(0) : a.detach();
+  Tensor<T> bp = b.dim() == 1 ? b.detach().unsqueeze(-1) : b.detach();
+  Tensor<T> product = batched_product(ap, bp);
+  Shape y_shape = product.shape();
+  if (b.dim() == 1) y_shape.erase(y_shape.end() - 1);
+  if (a.dim() == 1) y_shape.erase(y_shape.end() - 1 - (b.dim() == 1 ? 0 : 1));
+  Tensor<T> y = product.view(y_shape);
+  if (autograd::needs_grad(a, b))
+    autograd::record(y, name, {a, b}, [ap, bp, a_shape = a.shape(), b_shape = b.shape(), p_shape = product.shape()](
+                                          const Tensor<T>& g, const NeedsGrad& need) {
+      Tensor<T> gp = g.reshape(p_shape), ga, gb;
+      if (need[0]) ga = sum_to(batched_product(gp, bp.mT()), ap.shape()).reshape(a_shape);
+      if (need[1]) {
+        const int64_t K = ap.size(-1), N = bp.size(-1);
+        if (numel_of(Shape(bp.shape().begin(), bp.shape().end() - 2)) == 1 && gp.dim() > 2)
+          gb = batched_product(as_rows(ap, K).mT(), as_rows(gp, N)).reshape(b_shape);
+        else
+          gb = sum_to(batched_product(ap.mT(), gp), bp.shape()).reshape(b_shape);
+      }
+      return std::vector<Tensor<T>>{ga, gb};
+    });
+  return y;
+}
+
+inline void check_batch_dims(const Shape& a, const Shape& b, const char* op) {
+  const size_t na = a.size() > 2 ? a.size() - 2 : 0, nb = b.size() > 2 ? b.size() - 2 : 0, n = std::max(na, nb);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t da = i < n - na ? 1 : a[i - (n - na)], db = i < n - nb ? 1 : b[i - (n - nb)];
+    HG_CHECK(da == db || da == 1 || db == 1, op, "batch dims of shapes ", to_string(a), " and ", to_string(b),
+             " cannot be broadcast (", da, " vs ", db, ")");
+  }
+}
+
+}  // namespace detail
+
+// matmul: torch.matmul. 1-D x 1-D is a dot product; a 1-D left (right) operand acts as a row
+// (column) and that dim is dropped from the result; batch dims broadcast.
+template <class T>
+Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
+  HG_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul", "both arguments need at least 1 dim, got shapes ",
+           to_string(a.shape()), " and ", to_string(b.shape()));
+  const int64_t ka = a.size(-1), kb = b.dim() == 1 ? b.size(0) : b.size(-2);
+  HG_CHECK(ka == kb, "matmul", "shapes ", to_string(a.shape()), " and ", to_string(b.shape()),
+           " cannot be multiplied (", ka, " != ", kb, ")");
+  detail::check_batch_dims(a.shape(), b.shape(), "matmul");
+  return detail::product_op(a, b, "Matmul");
+}
+
+// bmm: [B, M, K] @ [B, K, N] -> [B, M, N], no broadcasting (as torch.bmm).
+template <class T>
+Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
+  HG_CHECK(a.dim() == 3 && b.dim() == 3, "bmm", "expected 3-D tensors, got shapes ", to_string(a.shape()), " and ",
+           to_string(b.shape()));
+  HG_CHECK(a.size(0) == b.size(0), "bmm", "batch sizes of shapes ", to_string(a.shape()), " and ",
+           to_string(b.shape()), " differ (", a.size(0), " != ", b.size(0), ")");
+  HG_CHECK(a.size(2) == b.size(1), "bmm", "shapes ", to_string(a.shape()), " and ", to_string(b.shape()),
+           " cannot be multiplied (", a.size(2), " != ", b.size(1), ")");
+  return detail::product_op(a, b, "Bmm");
+}
+
+// linear: y = x W^T + b, x [..., in], W [out, in], b [out] or undefined. One GEMM over all rows of
+// x, starting from the bias rows, with W^T read as a column-major map of W.
+// dx = g W, dW = g_rows^T x_rows, db = sum of g's rows.
+template <class T>
+Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = Tensor<T>()) {
+  HG_CHECK(weight.dim() == 2, "linear", "expected a 2-D weight [out_features, in_features], got shape ",
+           to_string(weight.shape()));
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  HG_CHECK(x.dim() >= 1 && x.size(-1) == in_features, "linear", "input of shape ", to_string(x.shape()),
+           " does not end in in_features = ", in_features, " of weight shape ", to_string(weight.shape()));
+  HG_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out_features), "linear", "expected a bias of shape [",
+           out_features, "], got ", bias.defined() ? to_string(bias.shape()) : "undefined");
+  Tensor<T> x_rows = detail::as_rows(x.detach(), in_features), w = weight.detach();
+  const int64_t rows = x_rows.size(0);
+  Tensor<T> y_rows({rows, out_features});
+  if (bias.defined()) cpu::fill_rows(y_rows.data(), rows, out_features, out_features, bias.contiguous().data());
+  detail::mm_into(x_rows, w.mT(), y_rows, bias.defined());
+  Shape y_shape = x.shape();
+  y_shape.back() = out_features;
+  Tensor<T> y = y_rows.view(y_shape);
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record(y, "Linear", {x, weight, bias}, [x_rows, w, x_shape = x.shape()](const Tensor<T>& g,
+                                                                                     const NeedsGrad& need) {
+      const int64_t rows = x_rows.size(0), out_features = w.size(0), in_features = w.size(1);
+      Tensor<T> g_rows = detail::as_rows(g, out_features).contiguous(), gx, gw, gb;
+      if (need[0]) {
+        gx = Tensor<T>({rows, in_features});
+        detail::mm_into(g_rows, w, gx, false);
+        gx = gx.view(x_shape);
+      }
+      if (need[1]) {
+        gw = Tensor<T>({out_features, in_features});
+        detail::mm_into(g_rows.mT(), x_rows, gw, false);
+      }
+      if (need[2]) {
+        gb = Tensor<T>({out_features});
+        cpu::sum_rows(g_rows.data(), rows, out_features, out_features, gb.data());
+      }
+      return std::vector<Tensor<T>>{gx, gw, gb};
+    });
+  return y;
+}
+
+}  // namespace histograd

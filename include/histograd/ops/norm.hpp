@@ -1,2 +1,76 @@
+// Normalisations: layer_norm over the last dim (nn.LayerNorm; kernels in cpu/layer_norm.hpp)
+// and normalize, x / max(||x||_p, eps) along one dim (F.normalize, used on CLIP embeddings and
+// the DINO head's bottleneck).
 #pragma once
+#include <cmath>
+
+#include "../autograd/node.hpp"
 #include "../core/tensor.hpp"
+#include "../cpu/elementwise.hpp"
+#include "../cpu/layer_norm.hpp"
+#include "elementwise.hpp"
+#include "reduce.hpp"
+
+namespace histograd {
+
+// layer_norm: y = (x - mean) * rstd * w + b over the last dim, rstd = 1/sqrt(biased var + eps);
+// weight and bias may be undefined (1 and 0). Saves mean and rstd per row.
+// dx = rstd * (dy*w - mean(dy*w) - xhat * mean(dy*w * xhat)), dw = Σ dy*xhat, db = Σ dy over rows.
+template <class T>
+Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), const Tensor<T>& bias = Tensor<T>(),
+                     double eps = 1e-5) {
+  HG_CHECK(x.dim() >= 1, "layer_norm", "expected an input with at least 1 dim, got a scalar");
+  const int64_t cols = x.size(-1), rows = numel_of(Shape(x.shape().begin(), x.shape().end() - 1));
+  for (auto [param, what] : {std::pair{&weight, "weight"}, std::pair{&bias, "bias"}})
+    HG_CHECK(!param->defined() || param->shape() == Shape{cols}, "layer_norm", "expected ", what, " of shape [", cols,
+             "] (the input's last dim), got ", to_string(param->shape()));
+  HG_CHECK(eps >= 0, "layer_norm", "expected eps >= 0, got ", eps);
+  // Absent affine parameters become ones and zeros, so the kernels have no per-element branch.
+  Tensor<T> xc = x.detach().contiguous(), y(x.shape()), mean(Shape{rows}), rstd(Shape{rows});
+  Tensor<T> w = weight.defined() ? weight.detach().contiguous() : ones<T>({cols});
+  Tensor<T> b = bias.defined() ? bias.detach().contiguous() : zeros<T>({cols});
+  cpu::layer_norm_forward(xc.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, cols, eps);
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record(y, "LayerNorm", {x, weight, bias}, [xc, w, mean, rstd, rows, cols](const Tensor<T>& g,
+                                                                                     const NeedsGrad& need) {
+      Tensor<T> gc = g.contiguous(), dx, dw, db;
+      if (need[0]) dx = Tensor<T>(xc.shape());
+      if (need[1]) dw = Tensor<T>(Shape{cols});
+      if (need[2]) db = Tensor<T>(Shape{cols});
+      auto data_or_null = [](Tensor<T>& t) { return t.defined() ? t.data() : nullptr; };
+      cpu::layer_norm_backward(xc.data(), gc.data(), w.data(), mean.data(), rstd.data(), data_or_null(dx),
+                               data_or_null(dw), data_or_null(db), rows, cols);
+      return std::vector<Tensor<T>>{dx, dw, db};
+    });
+  return y;
+}
+
+// normalize: y = x / max(||x||_p, eps) along dim (F.normalize). With n = ||x||_p and
+// dn/dx = sign(x) |x|^(p-1) / n^(p-1):  dx = g / max(n, eps) - [n > eps] (Σ g x) / n^(p+1) * sign(x) |x|^(p-1).
+template <class T>
+Tensor<T> normalize(const Tensor<T>& x, double p = 2.0, int64_t dim = -1, double eps = 1e-12) {
+  HG_CHECK(x.dim() >= 1, "normalize", "expected an input with at least 1 dim, got a scalar");
+  HG_CHECK(p > 0 && std::isfinite(p), "normalize", "expected a finite p > 0, got ", p);
+  const int64_t d = wrap_dim(dim, x.dim(), "normalize");
+  const Tensor<T> xd = x.detach();
+  const T pt = static_cast<T>(p), eps_t = static_cast<T>(eps);
+  Tensor<T> norm = p == 2.0 ? sqrt(sum(square(xd), {d}, true))
+                            : pow(sum(cpu::map<T>(xd, [pt](T v) { return std::pow(std::abs(v), pt); }), {d}, true),
+                                  T(1) / pt);
+  Tensor<T> y = cpu::map<T>(xd, norm, [eps_t](T v, T n) { return v / std::max(n, eps_t); }, "normalize");
+  if (autograd::needs_grad(x))
+    autograd::record(y, "Normalize", {x}, [xd, norm, pt, eps_t, d](const Tensor<T>& g, const NeedsGrad&) {
+      Tensor<T> g_dot_x = sum(cpu::map<T>(g, xd, [](T a, T b) { return a * b; }, "normalize"), {d}, true);
+      Tensor<T> coefficient = cpu::map<T>(norm, g_dot_x, [pt, eps_t](T n, T s) {
+        return n > eps_t ? s / std::pow(n, pt + T(1)) : T(0);
+      }, "normalize");
+      Tensor<T> direct = cpu::map<T>(g, norm, [eps_t](T gv, T n) { return gv / std::max(n, eps_t); }, "normalize");
+      return std::vector<Tensor<T>>{cpu::map<T>(direct, xd, coefficient, [pt](T dv, T v, T c) {
+        const T dn = pt == T(2) ? v : v == T(0) ? T(0) : std::copysign(std::pow(std::abs(v), pt - T(1)), v);
+        return dv - c * dn;
+      }, "normalize")};
+    });
+  return y;
+}
+
+}  // namespace histograd
