@@ -1,2 +1,167 @@
+// scaled_dot_product_attention with torch.nn.functional.scaled_dot_product_attention's
+// semantics: softmax(q k^T * scale + mask) v over the last two dims, batch dims broadcast.
+// The work is the tiled online-softmax kernel of cpu/attention.hpp (FlashAttention-2), which
+// never forms the [L, S] matrix; the backward recomputes it tile by tile from the logsumexp.
 #pragma once
+#include <cmath>
+#include <concepts>
+#include <limits>
+#include <optional>
+
+#include "../autograd/node.hpp"
+#include "../core/factories.hpp"
 #include "../core/tensor.hpp"
+#include "../cpu/attention.hpp"
+#include "../cpu/elementwise.hpp"
+#include "reduce.hpp"
+
+namespace histograd {
+
+namespace detail {
+
+// t as the kernel reads it, viewed with shape `target` (t broadcast): in place when its columns
+// are adjacent and its rows do not overlap, as for q/k/v permuted from [B, N, H, D]; else a copy.
+template <class T>
+Tensor<T> attention_layout(const Tensor<T>& t, const Shape& target, bool need_unit_columns = true) {
+  Tensor<T> x = t.detach();
+  const int64_t rows = x.size(-2), cols = x.size(-1);
+  if (need_unit_columns && ((cols > 1 && x.stride(-1) != 1) || (rows > 1 && x.stride(-2) < cols))) x = x.contiguous();
+  return x.expand(target);
+}
+
+// The [batch, rows, cols] operand over a tensor laid out by attention_layout (which must outlive it).
+template <class T>
+cpu::AttentionOperand<T> attention_operand(const Tensor<T>& t, const Shape& batch_shape) {
+  cpu::AttentionOperand<T> op;
+  op.data = t.storage()->data();
+  op.row_stride = t.stride(-2);
+  op.col_stride = t.stride(-1);
+  Shape batch_strides(t.strides().begin(), t.strides().begin() + static_cast<std::ptrdiff_t>(batch_shape.size()));
+  for_each_offset(batch_shape, batch_strides, t.storage_offset(), [&](int64_t off) { op.batch_offsets.push_back(off); });
+  return op;
+}
+
+// The op with the tile sizes exposed, so tests can force many partial tiles on small inputs.
+template <class T>
+Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
+                                       const Tensor<T>& attn_mask, double dropout_p, bool is_causal,
+                                       std::optional<double> scale, Generator* gen, cpu::AttentionTiles tiles) {
+  const char* op = "scaled_dot_product_attention";
+  HG_CHECK(q.defined() && k.defined() && v.defined(), op, "expected defined query, key and value tensors");
+  HG_CHECK(q.dim() >= 2 && k.dim() >= 2 && v.dim() >= 2, op,
+           "expected query [..., L, E], key [..., S, E] and value [..., S, Ev] with at least 2 dims, got shapes ",
+           to_string(q.shape()), ", ", to_string(k.shape()), " and ", to_string(v.shape()));
+  HG_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu() &&
+               (!attn_mask.defined() || attn_mask.device().is_cpu()),
+           op, "expected CPU tensors, got query on ", q.device().str(), ", key on ", k.device().str(), ", value on ",
+           v.device().str());
+  const int64_t L = q.size(-2), S = k.size(-2), E = q.size(-1), Ev = v.size(-1);
+  HG_CHECK(k.size(-1) == E, op, "expected key's last dim to equal query's embedding size ", E, ", got query of shape ",
+           to_string(q.shape()), " and key of shape ", to_string(k.shape()));
+  HG_CHECK(v.size(-2) == S, op, "expected value's sequence length to equal key's ", S, ", got key of shape ",
+           to_string(k.shape()), " and value of shape ", to_string(v.shape()));
+  HG_CHECK(dropout_p >= 0 && dropout_p <= 1, op, "expected dropout_p in [0, 1], got ", dropout_p);
+  auto batch_of = [](const Tensor<T>& t) { return Shape(t.shape().begin(), t.shape().end() - 2); };
+  Shape batch_shape;
+  try {
+    batch_shape = broadcast_shapes(broadcast_shapes(batch_of(q), batch_of(k), op), batch_of(v), op);
+  } catch (const Error&) {
+    fail(op, "expected the batch dims (all but the last two) of query, key and value to broadcast together, got shapes ",
+         to_string(q.shape()), ", ", to_string(k.shape()), " and ", to_string(v.shape()));
+  }
+  auto with_batch = [&batch_shape](int64_t rows, int64_t cols) {
+    Shape s = batch_shape;
+    s.push_back(rows);
+    s.push_back(cols);
+    return s;
+  };
+  const Shape scores_shape = with_batch(L, S);
+  if (attn_mask.defined()) {  // the mask may not grow the output, so it broadcasts *to* [..., L, S]
+    bool fits = attn_mask.dim() <= static_cast<int64_t>(scores_shape.size());
+    for (int64_t i = 0, lead = static_cast<int64_t>(scores_shape.size()) - attn_mask.dim(); fits && i < attn_mask.dim(); ++i)
+      fits = attn_mask.shape()[i] == 1 || attn_mask.shape()[i] == scores_shape[lead + i];
+    HG_CHECK(fits, op, "expected attn_mask broadcastable to ", to_string(scores_shape), " ([..., L, S]), got shape ",
+             to_string(attn_mask.shape()));
+  }
+
+  cpu::AttentionProblem<T> problem;
+  problem.batch = numel_of(batch_shape);
+  problem.query_len = L, problem.key_len = S, problem.head_dim = E, problem.value_dim = Ev;
+  problem.scale = static_cast<T>(scale ? *scale : 1.0 / std::sqrt(static_cast<double>(E)));
+  problem.causal = is_causal;
+  problem.tiles = tiles;
+  // Detached, so the layout changes stay out of the graph; the closure keeps them alive.
+  const Tensor<T> qd = attention_layout(q, with_batch(L, E)), kd = attention_layout(k, with_batch(S, E)),
+                  vd = attention_layout(v, with_batch(S, Ev));
+  const Tensor<T> maskd = attn_mask.defined() ? attention_layout(attn_mask, scores_shape, false) : Tensor<T>();
+  problem.query = attention_operand(qd, batch_shape);
+  problem.key = attention_operand(kd, batch_shape);
+  problem.value = attention_operand(vd, batch_shape);
+  if (maskd.defined()) problem.mask = attention_operand(maskd, batch_shape);
+  if (dropout_p > 0) {
+    Generator& generator = gen ? *gen : default_generator();
+    problem.dropout_p = dropout_p;
+    problem.dropout_seed = generator.seed();
+    problem.dropout_offset = generator.reserve(static_cast<uint64_t>((problem.batch * L * S + 3) / 4));
+  }
+
+  Tensor<T> out(with_batch(L, Ev)), logsumexp(Shape{problem.batch, L});
+  cpu::attention_forward(problem, out.data(), logsumexp.data());
+
+  // dQ, dK, dV, dMask from cpu::attention_backward over the broadcast batch, then summed back
+  // to each input's shape. dMask needs the full [..., L, S] buffer, made only when asked for.
+  if (autograd::needs_grad(q, k, v, attn_mask)) {
+    std::vector<Shape> input_shapes{q.shape(), k.shape(), v.shape(), attn_mask.defined() ? attn_mask.shape() : Shape{}};
+    std::vector<Shape> full_shapes{qd.shape(), kd.shape(), vd.shape(), scores_shape};
+    // problem's operands point into qd, kd, vd and maskd: the closure holds them for that.
+    autograd::record(out, "ScaledDotProductAttention", {q, k, v, attn_mask},
+                     [problem, qd, kd, vd, maskd, out = out.detach(), logsumexp, batch_shape, input_shapes,
+                      full_shapes](const Tensor<T>& g, const NeedsGrad& need) {
+      std::vector<Tensor<T>> grads(4);
+      for (size_t i = 0; i < 4; ++i)
+        if (need[i]) grads[i] = zeros<T>(full_shapes[i]);
+      auto data_or_null = [](Tensor<T>& t) { return t.defined() ? t.data() : nullptr; };
+      const Tensor<T> grad_out = attention_layout(g, g.shape());
+      cpu::attention_backward(problem, attention_operand(out, batch_shape), logsumexp.data(),
+                              attention_operand(grad_out, batch_shape), data_or_null(grads[0]),
+                              data_or_null(grads[1]), data_or_null(grads[2]), data_or_null(grads[3]));
+      for (size_t i = 0; i < 4; ++i)  // sum over the batch dims each input was broadcast along
+        if (need[i]) grads[i] = sum_to(grads[i], input_shapes[i]);
+      return grads;
+    });
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// scaled_dot_product_attention(q [..., L, E], k [..., S, E], v [..., S, Ev]) -> [..., L, Ev]
+//   = dropout(softmax(q k^T * scale + attn_mask)) v,  scale = 1/sqrt(E) unless given.
+// attn_mask is additive (may hold -inf) and broadcasts to [..., L, S]; is_causal hides key j
+// from query i when j > i (top-left aligned, as PyTorch), and may be combined with a mask
+// (PyTorch refuses the pair; the meaning of both at once is unambiguous, so we allow it).
+// dropout_p > 0 drops probabilities with Philox draws from `gen` (the default generator when
+// null), as F.scaled_dot_product_attention does: pass 0 outside training. A query row that sees
+// no key at all (every score -inf) yields 0, not PyTorch's NaN; see cpu::attention_forward.
+template <class T>
+Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
+                                       const Tensor<T>& attn_mask = Tensor<T>(), double dropout_p = 0.0,
+                                       bool is_causal = false, std::optional<double> scale = std::nullopt,
+                                       Generator* gen = nullptr) {
+  return detail::scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, gen,
+                                              cpu::AttentionTiles{});
+}
+
+// Boolean mask, as PyTorch: true = the query may attend to the key, false = hidden (-inf).
+// A template on the mask's type, so that a braced {} mask still picks the additive overload.
+template <class T, class Bool>
+  requires std::same_as<Bool, bool>
+Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
+                                       const Tensor<Bool>& attn_mask, double dropout_p = 0.0, bool is_causal = false,
+                                       std::optional<double> scale = std::nullopt, Generator* gen = nullptr) {
+  HG_CHECK(attn_mask.defined(), "scaled_dot_product_attention", "the boolean attn_mask is undefined");
+  Tensor<T> additive = cpu::map<T>(attn_mask, [](bool keep) { return keep ? T(0) : -std::numeric_limits<T>::infinity(); });
+  return scaled_dot_product_attention(q, k, v, additive, dropout_p, is_causal, scale, gen);
+}
+
+}  // namespace histograd
