@@ -112,3 +112,14 @@ TEST_CASE("softmax errors name the op") {
   CHECK_THROWS_WITH_AS(hg::softmax(x, 2), doctest::Contains("softmax: dim 2 out of range"), hg::Error);
   CHECK_THROWS_WITH_AS(hg::log_softmax(x, -3), doctest::Contains("log_softmax: dim -3 out of range"), hg::Error);
 }
+
+TEST_CASE("masked (-inf) logits get a probability of exactly 0 on every path") {
+  const float inf = std::numeric_limits<float>::infinity();
+  auto x = hg::tensor<float>({0, -inf, 1, -inf, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14});
+  for (const auto& y : {hg::softmax(x, -1), hg::softmax(x.reshape({17, 1}), 0).reshape({17})}) {
+    CHECK(y.at({1}) == 0.0f);
+    CHECK(y.at({3}) == 0.0f);
+    CHECK(y.at({16}) > 0.5f);
+  }
+  CHECK(hg::log_softmax(x, -1).at({1}) == -inf);
+}

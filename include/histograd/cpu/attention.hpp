@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../core/random.hpp"
+#include "buffer.hpp"
 #include "parallel.hpp"
 
 namespace histograd::cpu {
@@ -152,8 +153,8 @@ void attention_forward(const AttentionProblem<T>& p, T* out, T* logsumexp) {
   const int64_t query_blocks = (L + block_q - 1) / block_q;
   const T inf = std::numeric_limits<T>::infinity();
   parallel_for(p.batch * query_blocks, block_q * S * (E + Ev) * 2, [&](int64_t begin, int64_t end) {
-    std::vector<T> score_buffer(static_cast<size_t>(block_q * block_k)), acc_buffer(static_cast<size_t>(block_q * Ev));
-    std::vector<T> row_max(static_cast<size_t>(block_q)), row_sum(static_cast<size_t>(block_q));
+    AlignedBuffer<T> score_buffer(static_cast<size_t>(block_q * block_k)), acc_buffer(static_cast<size_t>(block_q * Ev));
+    AlignedBuffer<T> row_max(static_cast<size_t>(block_q)), row_sum(static_cast<size_t>(block_q));
     DropoutMask dropout(p.dropout_p, p.dropout_seed, p.dropout_offset);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / query_blocks, i0 = (item % query_blocks) * block_q, rows = std::min(block_q, L - i0);
@@ -211,8 +212,8 @@ void attention_backward(const AttentionProblem<T>& p, const AttentionOperand<T>&
   const bool want_scores_grad = grad_q || grad_k || grad_mask;
   parallel_for(p.batch, L * S * (E + Ev) * 4, [&](int64_t begin, int64_t end) {
     const size_t tile = static_cast<size_t>(block_q * block_k);
-    std::vector<T> prob_buffer(tile), dprob_buffer(tile), dropped_buffer(p.dropout_p > 0 ? tile : 0);
-    std::vector<T> delta(static_cast<size_t>(L));
+    AlignedBuffer<T> prob_buffer(tile), dprob_buffer(tile), dropped_buffer(p.dropout_p > 0 ? tile : 0);
+    AlignedBuffer<T> delta(static_cast<size_t>(L));
     DropoutMask dropout(p.dropout_p, p.dropout_seed, p.dropout_offset);
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t i = 0; i < L; ++i)

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "buffer.hpp"
 #include "parallel.hpp"
 
 namespace histograd::cpu {
@@ -125,7 +126,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* 
   const int64_t K = s.patch(), P = s.pixels(), Og = s.group_out(), tile = s.tile(), tiles = s.tiles();
   parallel_for(s.batch * s.groups * tiles, Og * K * tile, [&](int64_t begin, int64_t end) {
     SerialEigenScope serial;
-    std::vector<T> col(static_cast<size_t>(K * tile));
+    AlignedBuffer<T> col(static_cast<size_t>(K * tile));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / (s.groups * tiles), g = item / tiles % s.groups, t = item % tiles;
       const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile);
@@ -149,7 +150,7 @@ void conv2d_backward_input(const Conv2dShape& s, const T* weight, const T* grad_
   std::fill(grad_in, grad_in + s.batch * s.in_channels * s.in_h * s.in_w, T(0));
   parallel_for(s.batch * s.groups, Og * K * P, [&](int64_t begin, int64_t end) {
     SerialEigenScope serial;
-    std::vector<T> col(static_cast<size_t>(K * tile));
+    AlignedBuffer<T> col(static_cast<size_t>(K * tile));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / s.groups, g = item % s.groups;
       conv_detail::ConstMatrixMap<T> w(weight + g * Og * K, Og, K, Eigen::OuterStride<>(K));
@@ -175,7 +176,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_out,
   const int64_t block = 32, blocks = (Og + block - 1) / block;
   parallel_for(s.groups * blocks, std::min(block, Og) * K * P * s.batch, [&](int64_t begin, int64_t end) {
     SerialEigenScope serial;
-    std::vector<T> col(static_cast<size_t>(K * tile));
+    AlignedBuffer<T> col(static_cast<size_t>(K * tile));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / blocks, r0 = item % blocks * block, rows = std::min(Og, r0 + block) - r0;
       conv_detail::MatrixMap<T> dw(grad_weight + (g * Og + r0) * K, rows, K, Eigen::OuterStride<>(K));

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "buffer.hpp"
 #include "parallel.hpp"
 
 #ifndef HG_HOST_DEVICE
@@ -116,8 +117,8 @@ void layer_norm_backward(const T* x, const T* dy, const T* w, const T* mean, con
   using Acc = LayerNormAcc<T>;
   constexpr int64_t chunk_rows = 32;
   const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
-  std::vector<T> partial_dw(dw ? static_cast<size_t>(chunks * cols) : 0, T(0));
-  std::vector<T> partial_db(db ? static_cast<size_t>(chunks * cols) : 0, T(0));
+  AlignedBuffer<T> partial_dw(dw ? static_cast<size_t>(chunks * cols) : 0, T(0));
+  AlignedBuffer<T> partial_db(db ? static_cast<size_t>(chunks * cols) : 0, T(0));
   parallel_for(chunks, chunk_rows * cols, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       T* dw_acc = dw ? partial_dw.data() + c * cols : nullptr;
@@ -127,7 +128,7 @@ void layer_norm_backward(const T* x, const T* dy, const T* w, const T* mean, con
                                 dw_acc, db_acc, cols);
     }
   });
-  auto reduce_chunks = [&](const std::vector<T>& partial, T* out) {
+  auto reduce_chunks = [&](const AlignedBuffer<T>& partial, T* out) {
     std::vector<Acc> total(static_cast<size_t>(cols), Acc(0));
     for (int64_t c = 0; c < chunks; ++c)
       for (int64_t k = 0; k < cols; ++k) total[static_cast<size_t>(k)] += partial[static_cast<size_t>(c * cols + k)];

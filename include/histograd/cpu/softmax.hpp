@@ -6,6 +6,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <type_traits>
 
@@ -43,6 +44,14 @@ void for_each_column_block(int64_t outer, int64_t n, int64_t inner, Body&& body)
     }
   });
 }
+// Eigen 3.4's packet exp clamps its input near -88.7 (without AVX-512), so exp(-inf) comes out
+// as ~1.9e-39 rather than 0; masked logits must give probabilities of exactly 0.
+template <class T>
+void zero_where_minus_infinity(const T* x, T* y, int64_t n) {
+  for (int64_t k = 0; k < n; ++k)
+    if (x[k] == -std::numeric_limits<T>::infinity()) y[k] = T(0);
+}
+
 // One contiguous row. A NaN anywhere makes the whole row NaN (through the sum), as in PyTorch;
 // scaling by 1/Σ rather than dividing also follows PyTorch's vectorised kernel.
 template <class T>
@@ -52,6 +61,7 @@ void softmax_row(const T* x, T* y, int64_t n, bool log) {
   ArrayMap<T> yr(y, n);
   const T m = xr.maxCoeff();
   yr = (xr - m).exp();
+  zero_where_minus_infinity(x, y, n);
   const Accumulator<T> sum = blocked_sum<T>(n, [&](int64_t k, int64_t len) { return yr.segment(k, len).sum(); });
   if (log)
     yr = (xr - m) - static_cast<T>(std::log(sum));
@@ -82,6 +92,7 @@ void softmax_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, 
     for (int64_t k = 0; k < n; ++k) {
       ArrayMap<T> yk(yb + k * inner, width);
       yk = (ConstArrayMap<T>(xb + k * inner, width) - shift).exp();
+      zero_where_minus_infinity(xb + k * inner, yb + k * inner, width);
       sum += yk.template cast<Accumulator<T>>();
     }
     if (log) {

@@ -23,7 +23,7 @@ double relative_error(const hg::Tensor<float>& ours, const hg::Tensor<float>& re
 TEST_CASE("a transformer block, its loss and its gradients match PyTorch in float32") {
   hg::io::SafetensorsFile file(std::string(HISTOGRAD_FIXTURES_DIR) + "/parity/block_graph.safetensors");
   std::map<std::string, hg::Tensor<float>> t;
-  for (const std::string& name : {"x", "ln1.weight", "ln1.bias", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias",
+  for (const char* name : {"x", "ln1.weight", "ln1.bias", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias",
                                   "ln2.weight", "ln2.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
                                   "head.weight", "head.bias"})
     t[name] = file.get<float>(name).requires_grad_();
