@@ -124,3 +124,18 @@ TEST_CASE("reshape of a non-viewable layout copies, view refuses") {
   auto same = x.reshape({3, 2, 1});
   CHECK(same.storage() == x.storage());
 }
+
+TEST_CASE("the caching allocator reuses freed large blocks and can be emptied") {
+  hg::empty_cache();
+  const float* first;
+  {
+    auto big = hg::zeros<float>({1 << 20});  // 4 MiB: cached on release
+    first = big.data();
+  }
+  CHECK(hg::CpuAllocator::instance().cached_bytes() >= (size_t(4) << 20));
+  auto again = hg::ones<float>({1 << 20});
+  CHECK(again.data() == first);                  // the same block came back
+  check_close(hg::sum(again), {double(1 << 20)});  // and it holds the new values
+  hg::empty_cache();
+  CHECK(hg::CpuAllocator::instance().cached_bytes() == 0);
+}
