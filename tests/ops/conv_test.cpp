@@ -101,7 +101,9 @@ TEST_CASE_TEMPLATE("patch_embed equals conv2d with kernel == stride, bit for bit
   auto conv = hg::conv2d(x, w, b, 16);
   CHECK(tokens.to_vector() == conv.to_vector());
   ConvConfig c{{2, 3, 32, 48}, {24, 3, 16, 16}, 16, 0, 1, 1, true};
-  check_close(tokens, reference_conv2d(x, w, b, c), std::is_same_v<T, float> ? 1e-5 : 1e-12);
+  // Each output sums K = 768 products of N(0, 1) terms (|y| ~ 28), so float rounding of the sum
+  // is ~1e-5 in absolute terms even where y itself is near 0: compare at 5e-5 (double: 1e-12).
+  check_close(tokens, reference_conv2d(x, w, b, c), std::is_same_v<T, float> ? 5e-5 : 1e-12);
   // The ViT token layout [N, Hp·Wp, D] comes out contiguous, without a copy.
   auto seq = tokens.flatten(2).transpose(1, 2);
   CHECK(seq.shape() == hg::Shape{2, 6, 24});

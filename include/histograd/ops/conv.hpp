@@ -6,6 +6,7 @@
 #include "../autograd/node.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/conv.hpp"
+#include "matmul.hpp"
 
 namespace histograd {
 
@@ -51,47 +52,18 @@ cpu::Conv2dShape conv2d_shape(const Tensor<T>& x, const Tensor<T>& weight, const
   return s;
 }
 
-// tokens [R, D] = patches [R, K] · weight [D, K]^T + bias;  d patches = dy · W,
-// dW = dy^T · patches, db = Σ_rows dy.
-template <class T>
-Tensor<T> patch_gemm(const Tensor<T>& patches, const Tensor<T>& weight, const Tensor<T>& bias) {
-  const int64_t R = patches.size(0), K = patches.size(1), D = weight.size(0);
-  Tensor<T> a = patches.detach().contiguous(), w = weight.detach().contiguous();
-  Tensor<T> b = bias.defined() ? bias.detach().contiguous() : bias;
-  Tensor<T> tokens({R, D});
-  cpu::patch_gemm_forward(R, K, D, a.data(), w.data(), b.defined() ? b.data() : nullptr, tokens.data());
-  // keep the patches only for dW and the weight only for d patches
-  if (!weight.requires_grad()) a = Tensor<T>();
-  if (!patches.requires_grad()) w = Tensor<T>();
-  if (autograd::needs_grad(patches, weight, bias))
-    autograd::record(tokens, "PatchEmbed", {patches, weight, bias}, [a, w, R, K, D](const Tensor<T>& g,
-                                                                                    const NeedsGrad& need) {
-      Tensor<T> dy = g.contiguous(), da, dw, db;
-      if (need[0]) {
-        da = Tensor<T>({R, K});
-        cpu::patch_gemm_backward_input(R, K, D, dy.data(), w.data(), da.data());
-      }
-      if (need[1]) dw = Tensor<T>({D, K});
-      if (need[2]) db = Tensor<T>({D});
-      if (need[1] || need[2])
-        cpu::patch_gemm_backward_weight(R, K, D, dy.data(), a.data(), need[1] ? dw.data() : nullptr,
-                                        need[2] ? db.data() : nullptr);
-      return std::vector<Tensor<T>>{da, dw, db};
-    });
-  return tokens;
-}
-
 // The patch path shared by patch_embed and conv2d (kernel == stride, no padding, dilation 1,
 // groups 1, sizes divisible): x viewed [N, C, Hp, kh, Wp, kw] -> [N, Hp, Wp, C, kh, kw] is the
 // patch matrix, one GEMM makes [N, Hp, Wp, D], returned as the view [N, D, Hp, Wp], so
 // ViT's flatten(2).transpose(1, 2) gets back contiguous [N, Hp·Wp, D] tokens with no copy.
+// The GEMM is linear()'s, forward and backward, so the stem gets every speed-up of the GEMM.
 template <class T>
 Tensor<T> patchify_conv(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias) {
   const int64_t N = x.size(0), C = x.size(1), kh = weight.size(2), kw = weight.size(3);
   const int64_t Hp = x.size(2) / kh, Wp = x.size(3) / kw, D = weight.size(0);
   Tensor<T> patches =
       x.reshape({N, C, Hp, kh, Wp, kw}).permute({0, 2, 4, 1, 3, 5}).reshape({N * Hp * Wp, C * kh * kw});
-  Tensor<T> tokens = patch_gemm(patches, weight.reshape({D, C * kh * kw}), bias);
+  Tensor<T> tokens = linear(patches, weight.reshape({D, C * kh * kw}), bias);
   return tokens.view({N, Hp, Wp, D}).permute({0, 3, 1, 2});
 }
 
