@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/error.hpp"
+#include "core/host_device.hpp"
 #include "core/shape.hpp"
 #include "core/dtype.hpp"
 #include "core/device.hpp"

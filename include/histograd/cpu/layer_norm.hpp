@@ -12,15 +12,9 @@
 #include <vector>
 
 #include "buffer.hpp"
+#include "../core/host_device.hpp"
 #include "parallel.hpp"
 
-#ifndef HG_HOST_DEVICE
-#ifdef __CUDACC__
-#define HG_HOST_DEVICE __host__ __device__
-#else
-#define HG_HOST_DEVICE
-#endif
-#endif
 
 namespace histograd::cpu {
 
