@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup_python.sh
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_NATIVE=ON >/dev/null
-cmake --build build/release --target gemm_bench vit_forward_bench -j"$(nproc)"
+cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_NATIVE=ON >/dev/null
+cmake --build build/bench --target gemm_bench vit_forward_bench -j"$(nproc)"
 export OMP_NUM_THREADS="${1:-2}"
 echo "# $(date -u +%F) $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS"
-build/release/benchmarks/gemm_bench
-build/release/benchmarks/vit_forward_bench
+build/bench/benchmarks/gemm_bench
+build/bench/benchmarks/vit_forward_bench

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_NATIVE=ON >/dev/null
-cmake --build build/release --target train_tiny_vit -j"$(nproc)"
-OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" build/release/examples/train_tiny_vit "$@"
+cmake -S . -B build/main -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_NATIVE=ON >/dev/null
+cmake --build build/main --target train_tiny_vit -j"$(nproc)"
+OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" build/main/examples/train_tiny_vit "$@"
