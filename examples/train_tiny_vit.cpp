@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   std::printf("training a tiny ViT (%d steps, batch %ld) on stripe orientation; held-out accuracy before: %.1f%%\n",
               steps, static_cast<long>(batch), 100 * accuracy(model, eval_images, eval_labels));
   auto start = std::chrono::steady_clock::now();
-  double running = 0;
+  double running = 0, first_loss = 0;
   for (int step = 1; step <= steps; ++step) {
     auto [images, labels] = make_batch(batch, data_gen);
     Tensor loss = hg::cross_entropy(model.forward(images), labels);
@@ -79,11 +79,16 @@ int main(int argc, char** argv) {
     optimizer.zero_grad();
     loss.backward();
     optimizer.step();
+    if (step == 1) first_loss = loss.item();
     running = step == 1 ? loss.item() : 0.9 * running + 0.1 * loss.item();
     if (step == 1 || step % 25 == 0) std::printf("step %4d  loss %.4f  (smoothed %.4f)\n", step, loss.item(), running);
   }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("held-out accuracy after: %.1f%%  (%.1f s, %.1f images/s)\n", 100 * accuracy(model, eval_images, eval_labels),
               seconds, steps * batch / seconds);
+  if (!(running < 0.7 * first_loss)) {
+    std::printf("the loss did not fall: %.4f at the start, %.4f (smoothed) at the end\n", first_loss, running);
+    return 1;
+  }
   return 0;
 }
