@@ -3,6 +3,8 @@
 // as W.mT()), each with a leading dimension, so neither transposes nor slices of rows need a
 // copy. C is always row-major. Threads split C (and a batch) into tiles fixed by the shape, each
 // a serial Eigen product: no nested threading, and the same bits whatever the thread count.
+// float on a CPU with AVX-512 takes our packed kernel instead (gemm_kernel.hpp), whose rounding
+// depends on K alone, so it splits C into one band per thread.
 #pragma once
 #include <Eigen/Core>
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "gemm_kernel.hpp"
 #include "parallel.hpp"
 
 namespace histograd::cpu {
@@ -48,6 +51,10 @@ void with_matrix_map(const T* data, int64_t rows, int64_t cols, MatrixLayout lay
   else
     f(ConstMatrixMap<T, Eigen::RowMajor>(data, rows, cols, Eigen::OuterStride<>(layout.ld)));
 }
+
+// Whether a float product takes the packed kernel: this CPU has AVX-512 and the product is no
+// matrix-vector one (packing would cost as much as the product) nor empty in depth.
+inline bool use_packed(int64_t M, int64_t N, int64_t K) { return M > 1 && N > 1 && K > 0 && packed::avx512_available(); }
 }  // namespace gemm_detail
 
 // Makes Eigen run serially on the calling thread for the scope's lifetime. Eigen splits a big
@@ -80,6 +87,11 @@ void gemm_serial(int64_t M, int64_t N, int64_t K, T alpha, const T* A, MatrixLay
   if (K == 0) {  // an empty sum: C keeps its value or becomes zero
     if (!accumulate) c.setZero();
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_detail::use_packed(M, N, K) && packed::sgemm(M, N, K, alpha, A, a_layout.col_major, a_layout.ld, B,
+                                                          b_layout.col_major, b_layout.ld, C, ldc, accumulate))
+      return;
   }
   gemm_detail::with_matrix_map(A, M, K, a_layout, [&](const auto& a) {
     gemm_detail::with_matrix_map(B, K, N, b_layout, [&](const auto& b) {
@@ -134,6 +146,17 @@ template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* A, MatrixLayout a_layout, const T* B, MatrixLayout b_layout,
           T* C, int64_t ldc, bool accumulate) {
   if (M == 0 || N == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_detail::use_packed(M, N, K)) {
+      const packed::Split split(M, N, in_parallel_region() ? 1 : max_threads());
+      parallel_for(split.parts, M * N * K / split.parts, [&](int64_t begin, int64_t end) {
+        for (int64_t part = begin; part < end; ++part)
+          packed::sgemm_part(split, part, M, N, K, alpha, A, a_layout.col_major, a_layout.ld, B, b_layout.col_major,
+                             b_layout.ld, C, ldc, accumulate);
+      });
+      return;
+    }
+  }
   const GemmTiling tiling(M, N, K);
   parallel_for(tiling.count(), tiling.tile_rows * tiling.tile_cols * std::max<int64_t>(K, 1), [&](int64_t begin, int64_t end) {
     EigenSerialScope serial;
@@ -151,6 +174,21 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, const
                   MatrixLayout a_layout, const T* B, const int64_t* b_offsets, MatrixLayout b_layout, T* C,
                   int64_t c_batch_stride, int64_t ldc, bool accumulate) {
   if (M == 0 || N == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_detail::use_packed(M, N, K)) {
+      const int64_t threads = in_parallel_region() ? 1 : max_threads();
+      const packed::Split split(M, N, (threads + batch - 1) / std::max<int64_t>(batch, 1));
+      parallel_for(batch * split.parts, M * N * K / split.parts, [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t i = item / split.parts;
+          packed::sgemm_part(split, item % split.parts, M, N, K, alpha, A + a_offsets[i], a_layout.col_major,
+                             a_layout.ld, B + b_offsets[i], b_layout.col_major, b_layout.ld, C + i * c_batch_stride,
+                             ldc, accumulate);
+        }
+      });
+      return;
+    }
+  }
   const GemmTiling tiling(M, N, K);
   const int64_t tiles = tiling.count();
   parallel_for(batch * tiles, tiling.tile_rows * tiling.tile_cols * std::max<int64_t>(K, 1), [&](int64_t begin, int64_t end) {
