@@ -22,10 +22,10 @@ namespace histograd::cpu::packed {
 inline constexpr int64_t kMr = 14;
 inline constexpr int64_t kVecs = 2;
 inline constexpr int64_t kNr = 16 * kVecs;
-// Depth of one packed block (A micro-panel 14 x 384 floats = 21 KB in L1) and width of the packed
-// B block (384 x 512 floats = 768 KB in a 1 MB L2); both picked by timing the ViT shapes.
-inline constexpr int64_t kKc = 384;
-inline constexpr int64_t kNc = 512;
+// Depth of one packed block (A micro-panel 14 x 512 floats = 28 KB in L1) and size of the packed
+// B block (768 KB of a 1 MB L2); both picked by timing the ViT shapes.
+inline constexpr int64_t kKc = 512;
+inline constexpr int64_t kBBlockFloats = 196608;
 
 // K split into equal blocks of at most kKc: a function of K alone, hence the same summation
 // order for every tile, thread count and buffer address.
@@ -33,6 +33,9 @@ inline int64_t depth_block(int64_t K) {
   const int64_t blocks = std::max<int64_t>(1, (K + kKc - 1) / kKc);
   return (K + blocks - 1) / blocks;
 }
+
+// Columns of one packed B block at depth kc: as many whole panels as fill kBBlockFloats.
+inline int64_t block_width(int64_t kc) { return std::max<int64_t>(kNr, kBBlockFloats / std::max<int64_t>(kc, 1) / kNr * kNr); }
 
 #ifdef HISTOGRAD_PACKED_SGEMM
 
@@ -125,14 +128,14 @@ HISTOGRAD_AVX512_TARGET inline void micro_kernel(int64_t kc, const float* a, con
 }
 
 // C (+)= alpha A B for one serial product through the packed blocks. `a_pack` must hold kMr * kc
-// floats and `b_pack` kc * round_up(min(kNc, N), kNr), both 64-byte aligned.
+// floats and `b_pack` kc * round_up(min(block_width(kc), N), kNr), both 64-byte aligned.
 HISTOGRAD_AVX512_TARGET inline void sgemm_avx512(int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                                                  bool a_col, int64_t lda, const float* B, bool b_col, int64_t ldb,
                                                  float* C, int64_t ldc, bool accumulate, float* a_pack,
                                                  float* b_pack) {
-  const int64_t kc_max = depth_block(K);
-  for (int64_t jc = 0; jc < N; jc += kNc) {
-    const int64_t nc = std::min(kNc, N - jc);
+  const int64_t kc_max = depth_block(K), nc_max = block_width(kc_max);
+  for (int64_t jc = 0; jc < N; jc += nc_max) {
+    const int64_t nc = std::min(nc_max, N - jc);
     for (int64_t pc = 0; pc < K; pc += kc_max) {
       const int64_t kc = std::min(kc_max, K - pc);
       const bool overwrite = !accumulate && pc == 0;
@@ -156,7 +159,7 @@ inline bool sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
   // AlignedBuffer guarantees only Eigen's packet alignment (16 bytes without -mavx512f), so both
   // areas are placed at 64-byte boundaries inside one buffer by hand.
   thread_local AlignedBuffer<float> scratch;
-  const int64_t kc = depth_block(K), nc_panels = (std::min(kNc, N) + kNr - 1) / kNr;
+  const int64_t kc = depth_block(K), nc_panels = (std::min(block_width(kc), N) + kNr - 1) / kNr;
   const int64_t a_need = (kMr * kc + 15) / 16 * 16, b_need = kc * nc_panels * kNr;
   const size_t need = static_cast<size_t>(a_need + b_need + 16);
   if (scratch.size() < need) scratch.resize(need);
