@@ -1,16 +1,16 @@
 // CPU kernels for conv2d as im2col + GEMM (Chellapilla et al. 2006, the layout Caffe made
-// standard) and for the patch-embedding GEMM. Column matrices are built one tile of output
+// standard); the products go through cpu/gemm.hpp. Column matrices are built one tile of output
 // pixels at a time, so the scratch stays ~1 MB whatever the image size. Every product runs
 // on a fixed work item (sample, group, pixel tile or channel block) whose boundaries never
 // depend on the thread count, so results are bitwise the same with 1 or 16 threads.
 #pragma once
-#include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
 #include "buffer.hpp"
+#include "gemm.hpp"
 #include "parallel.hpp"
 
 namespace histograd::cpu {
@@ -31,34 +31,7 @@ struct Conv2dShape {
   int64_t tiles() const { return (pixels() + tile() - 1) / tile(); }
 };
 
-// Eigen splits a large product over OpenMP threads by itself when called outside a parallel
-// region, and then blocks the depth differently from its serial kernel: the rounding would
-// change with the thread count. We parallelise over our own work items instead, so each
-// product runs serially (omp_set_num_threads only touches the calling thread's setting).
-class SerialEigenScope {
- public:
-#ifdef _OPENMP
-  SerialEigenScope() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
-  ~SerialEigenScope() { omp_set_num_threads(saved_); }
-#else
-  SerialEigenScope() {}  // without OpenMP, Eigen is serial already
-#endif
-  SerialEigenScope(const SerialEigenScope&) = delete;
-  SerialEigenScope& operator=(const SerialEigenScope&) = delete;
-
- private:
-#ifdef _OPENMP
-  int saved_;
-#endif
-};
-
 namespace conv_detail {
-template <class T>
-using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T>
-using MatrixMap = Eigen::Map<RowMajorMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
-template <class T>
-using ConstMatrixMap = Eigen::Map<const RowMajorMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 template <class T>
 using Accum = std::conditional_t<std::is_same_v<T, float>, double, T>;
 
@@ -125,19 +98,19 @@ template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
   const int64_t K = s.patch(), P = s.pixels(), Og = s.group_out(), tile = s.tile(), tiles = s.tiles();
   parallel_for(s.batch * s.groups * tiles, Og * K * tile, [&](int64_t begin, int64_t end) {
-    SerialEigenScope serial;
+    [[maybe_unused]] EigenSerialScope serial;
     AlignedBuffer<T> col(static_cast<size_t>(K * tile));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / (s.groups * tiles), g = item / tiles % s.groups, t = item % tiles;
       const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile);
       im2col(s, x + (n * s.in_channels + g * s.group_in()) * s.in_h * s.in_w, p0, p1, col.data());
-      conv_detail::ConstMatrixMap<T> w(weight + g * Og * K, Og, K, Eigen::OuterStride<>(K));
-      conv_detail::ConstMatrixMap<T> c(col.data(), K, p1 - p0, Eigen::OuterStride<>(p1 - p0));
-      T* out_base = y + (n * s.out_channels + g * Og) * P + p0;
-      conv_detail::MatrixMap<T> out(out_base, Og, p1 - p0, Eigen::OuterStride<>(P));
-      out.noalias() = w * c;
+      const int64_t cols = p1 - p0;
+      T* out = y + (n * s.out_channels + g * Og) * P + p0;
+      gemm_serial(Og, cols, K, T(1), weight + g * Og * K, MatrixLayout{false, K}, col.data(), MatrixLayout{false, cols},
+                  out, P, false);
       if (bias)
-        for (int64_t o = 0; o < Og; ++o) out.row(o).array() += bias[g * Og + o];
+        for (int64_t o = 0; o < Og; ++o)
+          for (int64_t p = 0; p < cols; ++p) out[o * P + p] += bias[g * Og + o];
     }
   });
 }
@@ -149,18 +122,16 @@ void conv2d_backward_input(const Conv2dShape& s, const T* weight, const T* grad_
   const int64_t K = s.patch(), P = s.pixels(), Og = s.group_out(), tile = s.tile(), tiles = s.tiles();
   std::fill(grad_in, grad_in + s.batch * s.in_channels * s.in_h * s.in_w, T(0));
   parallel_for(s.batch * s.groups, Og * K * P, [&](int64_t begin, int64_t end) {
-    SerialEigenScope serial;
+    [[maybe_unused]] EigenSerialScope serial;
     AlignedBuffer<T> col(static_cast<size_t>(K * tile));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / s.groups, g = item % s.groups;
-      conv_detail::ConstMatrixMap<T> w(weight + g * Og * K, Og, K, Eigen::OuterStride<>(K));
       T* image = grad_in + (n * s.in_channels + g * s.group_in()) * s.in_h * s.in_w;
       for (int64_t t = 0; t < tiles; ++t) {
-        const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile);
-        conv_detail::ConstMatrixMap<T> dy(grad_out + (n * s.out_channels + g * Og) * P + p0, Og, p1 - p0,
-                                          Eigen::OuterStride<>(P));
-        conv_detail::MatrixMap<T> c(col.data(), K, p1 - p0, Eigen::OuterStride<>(p1 - p0));
-        c.noalias() = w.transpose() * dy;
+        const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile), cols = p1 - p0;
+        // col [K, cols] = W_g^T (W_g read column-major) · dy [Og, cols]
+        gemm_serial(K, cols, Og, T(1), weight + g * Og * K, MatrixLayout{true, K},
+                    grad_out + (n * s.out_channels + g * Og) * P + p0, MatrixLayout{false, P}, col.data(), cols, false);
         col2im(s, col.data(), p0, p1, image);
       }
     }
@@ -175,20 +146,19 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* grad_out,
   const int64_t K = s.patch(), P = s.pixels(), Og = s.group_out(), tile = s.tile(), tiles = s.tiles();
   const int64_t block = 32, blocks = (Og + block - 1) / block;
   parallel_for(s.groups * blocks, std::min(block, Og) * K * P * s.batch, [&](int64_t begin, int64_t end) {
-    SerialEigenScope serial;
+    [[maybe_unused]] EigenSerialScope serial;
     AlignedBuffer<T> col(static_cast<size_t>(K * tile));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / blocks, r0 = item % blocks * block, rows = std::min(Og, r0 + block) - r0;
-      conv_detail::MatrixMap<T> dw(grad_weight + (g * Og + r0) * K, rows, K, Eigen::OuterStride<>(K));
-      dw.setZero();
+      T* dw = grad_weight + (g * Og + r0) * K;
+      std::fill(dw, dw + rows * K, T(0));
       for (int64_t n = 0; n < s.batch; ++n)
         for (int64_t t = 0; t < tiles; ++t) {
-          const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile);
+          const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile), cols = p1 - p0;
           im2col(s, x + (n * s.in_channels + g * s.group_in()) * s.in_h * s.in_w, p0, p1, col.data());
-          conv_detail::ConstMatrixMap<T> c(col.data(), K, p1 - p0, Eigen::OuterStride<>(p1 - p0));
-          conv_detail::ConstMatrixMap<T> dy(grad_out + (n * s.out_channels + g * Og + r0) * P + p0, rows, p1 - p0,
-                                       Eigen::OuterStride<>(P));
-          dw.noalias() += dy * c.transpose();
+          // dW rows += dy [rows, cols] · col^T (col read column-major)
+          gemm_serial(rows, K, cols, T(1), grad_out + (n * s.out_channels + g * Og + r0) * P + p0, MatrixLayout{false, P},
+                      col.data(), MatrixLayout{true, cols}, dw, K, true);
         }
     }
   });

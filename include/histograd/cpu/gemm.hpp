@@ -159,7 +159,7 @@ void gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* A, MatrixLayout a_l
   }
   const GemmTiling tiling(M, N, K);
   parallel_for(tiling.count(), tiling.tile_rows * tiling.tile_cols * std::max<int64_t>(K, 1), [&](int64_t begin, int64_t end) {
-    EigenSerialScope serial;
+    [[maybe_unused]] EigenSerialScope serial;
     for (int64_t t = begin; t < end; ++t)
       gemm_detail::gemm_tile(tiling, t, M, N, K, alpha, A, a_layout, B, b_layout, C, ldc, accumulate);
   });
@@ -192,7 +192,7 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, const
   const GemmTiling tiling(M, N, K);
   const int64_t tiles = tiling.count();
   parallel_for(batch * tiles, tiling.tile_rows * tiling.tile_cols * std::max<int64_t>(K, 1), [&](int64_t begin, int64_t end) {
-    EigenSerialScope serial;
+    [[maybe_unused]] EigenSerialScope serial;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t i = item / tiles;
       gemm_detail::gemm_tile(tiling, item % tiles, M, N, K, alpha, A + a_offsets[i], a_layout, B + b_offsets[i], b_layout,
