@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <fstream>
 #include <histograd/histograd.hpp>
 #include <string>
 #include <vector>
@@ -42,4 +43,25 @@ inline hg::Tensor<double> random_input(const hg::Shape& shape, uint64_t seed, bo
   hg::Shape swapped = shape;
   std::swap(swapped[swapped.size() - 1], swapped[swapped.size() - 2]);
   return hg::randn<double>(swapped, gen).transpose(-1, -2);
+}
+
+// random_input's values as T; `transposed` builds it as the .mT() view of a contiguous tensor.
+template <class T>
+hg::Tensor<T> random_t(const hg::Shape& shape, uint64_t seed, bool transposed = false) {
+  if (!transposed || shape.size() < 2) return random_input(shape, seed).template to<T>();
+  hg::Shape swapped = shape;
+  std::swap(swapped[swapped.size() - 1], swapped[swapped.size() - 2]);
+  return random_input(swapped, seed).template to<T>().mT();
+}
+
+// Exactly `count` little-endian float32 values from a fixture file (fails on a short or long file).
+inline std::vector<float> read_floats(const std::string& path, int64_t count) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "cannot open fixture ", path);
+  std::vector<float> values(static_cast<size_t>(count));
+  in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(count * sizeof(float)));
+  REQUIRE_MESSAGE(in.gcount() == static_cast<std::streamsize>(count * sizeof(float)), "short fixture ", path);
+  in.peek();
+  REQUIRE_MESSAGE(in.eof(), "fixture ", path, " is longer than expected");
+  return values;
 }

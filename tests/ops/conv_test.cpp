@@ -64,16 +64,6 @@ hg::Tensor<T> make(const hg::Shape& shape, uint64_t seed) {
   return hg::randn<T>(shape, gen);
 }
 
-std::vector<float> read_floats(const std::string& path, int64_t count) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE_MESSAGE(in.good(), "cannot open fixture ", path);
-  std::vector<float> values(static_cast<size_t>(count));
-  in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(count * sizeof(float)));
-  REQUIRE_MESSAGE(in.gcount() == static_cast<std::streamsize>(count * sizeof(float)), "short fixture ", path);
-  in.peek();
-  REQUIRE_MESSAGE(in.eof(), "fixture ", path, " is longer than expected");
-  return values;
-}
 
 }  // namespace
 

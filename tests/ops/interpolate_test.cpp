@@ -8,16 +8,6 @@ using Inputs = std::vector<hg::Tensor<double>>;
 
 namespace {
 
-std::vector<float> read_floats(const std::string& path, int64_t count) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE_MESSAGE(in.good(), "cannot open fixture ", path);
-  std::vector<float> values(static_cast<size_t>(count));
-  in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(count * sizeof(float)));
-  REQUIRE_MESSAGE(in.gcount() == static_cast<std::streamsize>(count * sizeof(float)), "short fixture ", path);
-  in.peek();
-  REQUIRE_MESSAGE(in.eof(), "fixture ", path, " is longer than expected");
-  return values;
-}
 
 // Largest |got - want| / max(1, max|want|): the relative error of the whole tensor.
 template <class T>

@@ -29,14 +29,6 @@ std::vector<double> naive_matmul(const hg::Tensor<T>& a, const hg::Tensor<T>& b,
   return out;
 }
 
-// A random T tensor; `transposed` builds it as the .mT() view of a contiguous tensor.
-template <class T>
-hg::Tensor<T> random_t(const hg::Shape& shape, uint64_t seed, bool transposed = false) {
-  if (!transposed || shape.size() < 2) return random_input(shape, seed).template to<T>();
-  hg::Shape swapped = shape;
-  std::swap(swapped[swapped.size() - 1], swapped[swapped.size() - 2]);
-  return random_input(swapped, seed).template to<T>().mT();
-}
 
 template <class T>
 void check_product(const hg::Tensor<T>& a, const hg::Tensor<T>& b, double tol) {

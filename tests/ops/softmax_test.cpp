@@ -29,13 +29,6 @@ std::vector<double> naive_softmax(const hg::Tensor<T>& x, int64_t dim, bool log)
   return out;
 }
 
-template <class T>
-hg::Tensor<T> random_t(const hg::Shape& shape, uint64_t seed, bool transposed = false) {
-  if (!transposed || shape.size() < 2) return random_input(shape, seed).template to<T>();
-  hg::Shape swapped = shape;
-  std::swap(swapped[swapped.size() - 1], swapped[swapped.size() - 2]);
-  return random_input(swapped, seed).template to<T>().mT();
-}
 
 }  // namespace
 
