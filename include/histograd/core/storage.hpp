@@ -72,7 +72,10 @@ class CpuAllocator {
     free_.clear();
     cached_bytes_ = 0;
   }
-  size_t cached_bytes() const { return cached_bytes_; }
+  size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cached_bytes_;
+  }
 
  private:
   static constexpr size_t kCacheFrom = size_t(1) << 20;

@@ -32,8 +32,8 @@ struct SimpleViTBlock {
 template <class T>
 class SimpleViT {
  public:
-  // Weights drawn as timm does for ViTs: truncated normal (std 0.02) for linears and
-  // tokens, zeros for biases, ones for norm scales.
+  // Initial weights in timm's spirit: a normal of std 0.02 clipped at ±2 std (timm truncates
+  // rather than clips) for linears and tokens, zeros for biases, ones for norm scales.
   SimpleViT(const SimpleViTConfig& config, Generator& gen) : config_(config) {
     HG_CHECK(config.width % config.heads == 0, "SimpleViT", "width ", config.width, " is not divisible by ", config.heads,
              " heads");

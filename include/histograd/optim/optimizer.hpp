@@ -43,6 +43,7 @@ class SGD : public Optimizer<T> {
     for (size_t i = 0; i < this->params_.size(); ++i) {
       Tensor<T> grad = this->params_[i].grad();
       if (!grad.defined()) continue;
+      grad = grad.contiguous();  // a user's set_grad() may have installed a strided view
       T* p = this->params_[i].data();
       T* b = buffers_[i].data();
       const T* g = grad.data();
@@ -87,6 +88,7 @@ class AdamW : public Optimizer<T> {
     for (size_t i = 0; i < this->params_.size(); ++i) {
       Tensor<T> grad = this->params_[i].grad();
       if (!grad.defined()) continue;
+      grad = grad.contiguous();
       T* p = this->params_[i].data();
       T* m = exp_avg_[i].data();
       T* v = exp_avg_sq_[i].data();
