@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <sstream>
 #include <histograd/histograd.hpp>
 #include <string>
 #include <vector>
@@ -64,4 +65,14 @@ inline std::vector<float> read_floats(const std::string& path, int64_t count) {
   in.peek();
   REQUIRE_MESSAGE(in.eof(), "fixture ", path, " is longer than expected");
   return values;
+}
+
+// The case lines of a fixture folder's index.txt (blank lines and # comments skipped).
+inline std::vector<std::string> fixture_index_lines(const std::string& dir) {
+  std::ifstream index(dir + "index.txt");
+  REQUIRE_MESSAGE(index.good(), "cannot open fixture index ", dir, "index.txt");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(index, line);)
+    if (!line.empty() && line[0] != '#') lines.push_back(line);
+  return lines;
 }

@@ -108,12 +108,8 @@ TEST_CASE_TEMPLATE("patch_embed equals conv2d with kernel == stride, bit for bit
 
 TEST_CASE("conv2d and its gradients match PyTorch (fixtures from scripts/gen_interp_fixtures.py)") {
   std::string dir = std::string(HISTOGRAD_FIXTURES_DIR) + "/conv/";
-  std::ifstream index(dir + "index.txt");
-  REQUIRE(index.good());
-  std::string line;
   int cases = 0;
-  while (std::getline(index, line)) {
-    if (line.empty() || line[0] == '#') continue;
+  for (const std::string& line : fixture_index_lines(dir)) {
     std::istringstream fields(line);
     std::string name;
     int64_t N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, groups;

@@ -35,12 +35,8 @@ std::optional<double> parse_scale(const std::string& field) {
 // shrinking and growing, antialias on and off, align_corners, non-square.
 TEST_CASE_TEMPLATE("interpolate_bicubic and its gradient match PyTorch", T, float, double) {
   std::string dir = std::string(HISTOGRAD_FIXTURES_DIR) + "/interpolate/";
-  std::ifstream index(dir + "index.txt");
-  REQUIRE(index.good());
-  std::string line;
   int cases = 0;
-  while (std::getline(index, line)) {
-    if (line.empty() || line[0] == '#') continue;
+  for (const std::string& line : fixture_index_lines(dir)) {
     std::istringstream fields(line);
     std::string name, scale_h, scale_w;
     int64_t N, C, H, W, out_h, out_w;

@@ -256,7 +256,6 @@ template <class T>
 Tensor<T>& Tensor<T>::copy_(const Tensor<T>& source) {
   HG_CHECK(!(requires_grad() && GradMode::is_enabled()), "copy_",
            "in-place write to a tensor that requires grad; wrap it in NoGradGuard or detach() it");
-  broadcast_shapes(source.shape(), shape(), "copy_");
   HG_CHECK(broadcast_shapes(source.shape(), shape(), "copy_") == shape(), "copy_", "cannot copy a tensor of shape ",
            to_string(source.shape()), " into one of shape ", to_string(shape()));
   // A source overlapping the destination is read fully first, so the copy is never torn.
