@@ -49,6 +49,9 @@ class Module {
   virtual void visit(ModuleVisitor<T>& visitor) = 0;
   // Parameter names (relative to this module) that never take weight decay.
   virtual std::set<std::string> no_weight_decay() const { return {}; }
+  // Renames a published checkpoint's keys (prefixes, another codebase's naming) into this
+  // module's own; io::load_weights calls it before load_state_dict. Default: unchanged.
+  virtual StateDict<T> translate_checkpoint(StateDict<T> checkpoint) const { return checkpoint; }
 
   void train(bool mode = true) {
     for_each_module([mode](const std::string&, Module<T>& m) { m.training_ = mode; });
