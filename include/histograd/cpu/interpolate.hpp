@@ -1,6 +1,7 @@
 // CPU kernels for separable resampling: per-output tap lists (source indices and weights) for
-// PyTorch's two bicubic modes, one pass along the width and one along the height, and their
-// adjoints. The tap formulas are those of aten's UpSampleKernel.cpp (HelperInterpCubic), as
+// PyTorch's two bicubic modes and its two bilinear ones, one pass along the width and one along
+// the height, and their adjoints. The tap formulas are those of aten's UpSampleKernel.cpp
+// (HelperInterpCubic, HelperInterpLinear: triangle filter, support 1·scale), as
 // written out in MODELS.md §0.2: (A) Keys cubic A = -0.75 with clamped taps, (B) the antialias
 // filter (Keys a = -0.5, support 2·scale, weights renormalised). Arithmetic stays in T with
 // PyTorch's rounding points, fused multiply-adds included, so float taps equal PyTorch's bit
@@ -81,20 +82,17 @@ ResampleTaps<T> bicubic_taps(int64_t in, int64_t out, bool align_corners, std::o
 }
 
 // Mode (B), antialias=True (aten _compute_indices_min_size_weights_aa): center = ratio·(i + 0.5);
-// when shrinking the filter stretches by the ratio (support 2·ratio, argument scaled by 1/ratio);
-// taps are the whole in-range window [xmin, xmin + xsize), weights divided by their sum.
-// align_corners only changes the ratio here, as in PyTorch.
-template <class T>
-ResampleTaps<T> bicubic_antialias_taps(int64_t in, int64_t out, bool align_corners, std::optional<double> scale) {
+// when shrinking the filter stretches by the ratio (support half_width·ratio, argument scaled by
+// 1/ratio); taps are the whole in-range window [xmin, xmin + xsize), weights divided by their sum.
+// align_corners only changes the ratio here, as in PyTorch. half_width: bicubic 2, bilinear 1.
+template <class T, class Filter>
+ResampleTaps<T> antialias_taps(int64_t in, int64_t out, bool align_corners, std::optional<double> scale, T half_width,
+                               Filter filter) {
   const T ratio = resample_ratio<T>(in, out, align_corners, scale);
-  const T support = ratio >= T(1) ? T(2) * ratio : T(2);
+  const T support = ratio >= T(1) ? half_width * ratio : half_width;
   const T invscale = ratio >= T(1) ? static_cast<T>(1.0 / static_cast<double>(ratio)) : T(1);
   const int64_t max_taps = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
   ResampleTaps<T> taps(in, out, max_taps, false);
-  auto filter = [](T x) {
-    x = std::abs(x);
-    return x < T(1) ? keys_cubic_near(x, T(-0.5), true) : x < T(2) ? keys_cubic_far(x, T(-0.5), true) : T(0);
-  };
   for (int64_t i = 0; i < out; ++i) {
     // The + 0.5 terms are double in PyTorch; keeping them so reproduces its rounding.
     const T center = static_cast<T>(static_cast<double>(ratio) * (static_cast<double>(i) + 0.5));
@@ -112,6 +110,46 @@ ResampleTaps<T> bicubic_antialias_taps(int64_t in, int64_t out, bool align_corne
     if (total != T(0))
       for (int64_t j = 0; j < xsize; ++j) w[j] /= total;
     taps.count[i] = xsize;
+  }
+  return taps;
+}
+
+// The bicubic antialias filter: Keys with a = -0.5 (aten HelperInterpCubic::aa_filter).
+template <class T>
+ResampleTaps<T> bicubic_antialias_taps(int64_t in, int64_t out, bool align_corners, std::optional<double> scale) {
+  return antialias_taps<T>(in, out, align_corners, scale, T(2), [](T x) {
+    x = std::abs(x);
+    return x < T(1) ? keys_cubic_near(x, T(-0.5), true) : x < T(2) ? keys_cubic_far(x, T(-0.5), true) : T(0);
+  });
+}
+
+// The bilinear antialias filter: the triangle max(0, 1 - |x|) (aten HelperInterpLinear::aa_filter),
+// what torchvision's Resize applies to float tensors.
+template <class T>
+ResampleTaps<T> bilinear_antialias_taps(int64_t in, int64_t out, bool align_corners, std::optional<double> scale) {
+  return antialias_taps<T>(in, out, align_corners, scale, T(1), [](T x) {
+    x = std::abs(x);
+    return x < T(1) ? T(1) - x : T(0);
+  });
+}
+
+// Plain bilinear, F.interpolate(mode='bilinear', antialias=False) (aten compute_indices_weights_linear):
+// src = ratio·(i + 0.5) - 0.5 clamped at 0 (ratio·i with align_corners); i0 = min(floor(src), in-1),
+// t = clamp(src - i0, 0, 1); taps i0 and i0+1 (i0 alone at the last pixel) with weights 1-t, t.
+template <class T>
+ResampleTaps<T> bilinear_taps(int64_t in, int64_t out, bool align_corners, std::optional<double> scale) {
+  ResampleTaps<T> taps(in, out, 2, true);
+  const T ratio = resample_ratio<T>(in, out, align_corners, scale);
+  for (int64_t i = 0; i < out; ++i) {
+    const T src = align_corners ? ratio * static_cast<T>(i)
+                                : std::max(std::fma(ratio, static_cast<T>(i) + T(0.5), T(-0.5)), T(0));
+    const int64_t i0 = std::min(static_cast<int64_t>(std::floor(src)), in - 1);
+    const T t = std::clamp(src - static_cast<T>(i0), T(0), T(1));
+    taps.index[i * 2] = i0;
+    taps.index[i * 2 + 1] = i0 < in - 1 ? i0 + 1 : i0;
+    taps.weight[i * 2] = T(1) - t;
+    taps.weight[i * 2 + 1] = t;
+    taps.count[i] = 2;
   }
   return taps;
 }

@@ -1,7 +1,8 @@
-// Bicubic resizing of NCHW images in both of PyTorch's variants (MODELS.md §0.2), the
+// Bicubic and bilinear resizing of NCHW images in PyTorch's variants (MODELS.md §0.2). Bicubic is the
 // positional-embedding resampling of every ViT here: (A) F.interpolate(mode='bicubic') as
 // DINO, HIPT, LongViT and DINOv2 without registers call it, and (B) antialias=True as DINOv2
-// register models and timm's resample_abs_pos_embed do. Kernels: cpu/interpolate.hpp.
+// register models and timm's resample_abs_pos_embed do; bilinear with antialias is torchvision's
+// Resize on tensors (data/transforms.hpp). Kernels: cpu/interpolate.hpp.
 #pragma once
 #include <optional>
 
@@ -11,29 +12,16 @@
 
 namespace histograd {
 
-// interpolate_bicubic: y = R_h · x · R_w^T per (n, c) plane, R the resampling matrices of the
-// chosen variant; the width pass runs first, then the height pass (PyTorch's order and
-// rounding). dx = R_h^T · dy · R_w: the same taps scatter-added. scale_h/scale_w are
-// F.interpolate's scale_factor: when given, the source ratio is 1/scale instead of in/out.
-template <class T>
-Tensor<T> interpolate_bicubic(const Tensor<T>& x, int64_t out_h, int64_t out_w, bool align_corners = false,
-                              bool antialias = false, std::optional<double> scale_h = std::nullopt,
-                              std::optional<double> scale_w = std::nullopt) {
-  HG_CHECK(x.dim() == 4, "interpolate_bicubic", "expected a 4-D input [N, C, H, W], got shape ", to_string(x.shape()));
-  HG_CHECK(out_h > 0 && out_w > 0, "interpolate_bicubic", "expected a positive output size, got ", out_h, "x", out_w);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  HG_CHECK(H > 0 && W > 0, "interpolate_bicubic", "expected a non-empty input image, got shape ", to_string(x.shape()));
-  HG_CHECK((!scale_h || *scale_h > 0) && (!scale_w || *scale_w > 0), "interpolate_bicubic",
-           "expected positive scale factors, got ", scale_h.value_or(1.0), " and ", scale_w.value_or(1.0));
-  auto make_taps = [&](int64_t in, int64_t out, std::optional<double> scale) {
-    return antialias ? cpu::bicubic_antialias_taps<T>(in, out, align_corners, scale)
-                     : cpu::bicubic_taps<T>(in, out, align_corners, scale);
-  };
-  auto taps_w = make_taps(W, out_w, scale_w), taps_h = make_taps(H, out_h, scale_h);
-  // The antialias path skips a dim whose size is unchanged, as PyTorch's does; mode (A)
-  // resamples every dim (with a scale factor an unchanged size is not the identity).
-  const bool resize_w = !antialias || W != out_w, resize_h = !antialias || H != out_h;
+namespace detail {
 
+// y = R_h · x · R_w^T per (n, c) plane: the width pass first, then the height pass (PyTorch's
+// order and rounding); dx = R_h^T · dy · R_w, the same taps scatter-added. A pass whose flag is
+// false is skipped (the antialias paths skip a dim whose size is unchanged, as PyTorch's do).
+template <class T>
+Tensor<T> resample_separable(const Tensor<T>& x, const cpu::ResampleTaps<T>& taps_h, const cpu::ResampleTaps<T>& taps_w,
+                             bool resize_h, bool resize_w, const char* node_name) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t out_h = taps_h.out_size, out_w = taps_w.out_size;
   Tensor<T> image = x.detach().contiguous(), wide = image;
   if (resize_w) {
     wide = Tensor<T>({N, C, H, out_w});
@@ -47,7 +35,7 @@ Tensor<T> interpolate_bicubic(const Tensor<T>& x, int64_t out_h, int64_t out_w, 
   if (!resize_w && !resize_h) y = image.clone();  // never alias the input
 
   if (autograd::needs_grad(x))
-    autograd::record(y, "InterpolateBicubic", {x}, [=](const Tensor<T>& g, const NeedsGrad&) {
+    autograd::record(y, node_name, {x}, [=](const Tensor<T>& g, const NeedsGrad&) {
       Tensor<T> grad = g.contiguous();
       if (resize_h) {
         Tensor<T> grad_wide({N, C, H, grad.size(3)});
@@ -62,6 +50,53 @@ Tensor<T> interpolate_bicubic(const Tensor<T>& x, int64_t out_h, int64_t out_w, 
       return std::vector<Tensor<T>>{grad};
     });
   return y;
+}
+
+template <class T>
+void check_interpolate_args(const char* op, const Tensor<T>& x, int64_t out_h, int64_t out_w,
+                            std::optional<double> scale_h, std::optional<double> scale_w) {
+  HG_CHECK(x.dim() == 4, op, "expected a 4-D input [N, C, H, W], got shape ", to_string(x.shape()));
+  HG_CHECK(out_h > 0 && out_w > 0, op, "expected a positive output size, got ", out_h, "x", out_w);
+  HG_CHECK(x.size(2) > 0 && x.size(3) > 0, op, "expected a non-empty input image, got shape ", to_string(x.shape()));
+  HG_CHECK((!scale_h || *scale_h > 0) && (!scale_w || *scale_w > 0), op, "expected positive scale factors, got ",
+           scale_h.value_or(1.0), " and ", scale_w.value_or(1.0));
+}
+
+}  // namespace detail
+
+// interpolate_bicubic: F.interpolate(x, (out_h, out_w), mode='bicubic'), either variant.
+// scale_h/scale_w are F.interpolate's scale_factor: when given, the source ratio is 1/scale
+// instead of in/out.
+template <class T>
+Tensor<T> interpolate_bicubic(const Tensor<T>& x, int64_t out_h, int64_t out_w, bool align_corners = false,
+                              bool antialias = false, std::optional<double> scale_h = std::nullopt,
+                              std::optional<double> scale_w = std::nullopt) {
+  detail::check_interpolate_args("interpolate_bicubic", x, out_h, out_w, scale_h, scale_w);
+  const int64_t H = x.size(2), W = x.size(3);
+  auto make_taps = [&](int64_t in, int64_t out, std::optional<double> scale) {
+    return antialias ? cpu::bicubic_antialias_taps<T>(in, out, align_corners, scale)
+                     : cpu::bicubic_taps<T>(in, out, align_corners, scale);
+  };
+  // mode (A) resamples every dim (with a scale factor an unchanged size is not the identity)
+  return detail::resample_separable(x, make_taps(H, out_h, scale_h), make_taps(W, out_w, scale_w),
+                                    !antialias || H != out_h, !antialias || W != out_w, "InterpolateBicubic");
+}
+
+// interpolate_bilinear: F.interpolate(x, (out_h, out_w), mode='bilinear'): plain (two taps,
+// clamped source index) or antialias=True (triangle filter stretched when shrinking, as
+// torchvision's Resize does on float tensors). Same separable passes and gradient as bicubic.
+template <class T>
+Tensor<T> interpolate_bilinear(const Tensor<T>& x, int64_t out_h, int64_t out_w, bool align_corners = false,
+                               bool antialias = false, std::optional<double> scale_h = std::nullopt,
+                               std::optional<double> scale_w = std::nullopt) {
+  detail::check_interpolate_args("interpolate_bilinear", x, out_h, out_w, scale_h, scale_w);
+  const int64_t H = x.size(2), W = x.size(3);
+  auto make_taps = [&](int64_t in, int64_t out, std::optional<double> scale) {
+    return antialias ? cpu::bilinear_antialias_taps<T>(in, out, align_corners, scale)
+                     : cpu::bilinear_taps<T>(in, out, align_corners, scale);
+  };
+  return detail::resample_separable(x, make_taps(H, out_h, scale_h), make_taps(W, out_w, scale_w),
+                                    !antialias || H != out_h, !antialias || W != out_w, "InterpolateBilinear");
 }
 
 }  // namespace histograd
