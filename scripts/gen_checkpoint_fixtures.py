@@ -87,8 +87,11 @@ def main():
         "dino_loss.center": training["dino_loss"]["center"],
     })
 
-    # 6. the pre-1.6 format, which the reader refuses with advice
-    torch.save({"w": torch.ones(2)}, os.path.join(OUT, "legacy.pth"), _use_new_zipfile_serialization=False)
+    # 6. the pre-1.6 format (a stream of pickles, then the storages), with a half tensor and a view
+    legacy_base = torch.randn(3, 2)
+    legacy = {"w": torch.ones(2), "half": torch.randn(3).half(), "view": legacy_base.t(), "base": legacy_base}
+    torch.save(legacy, os.path.join(OUT, "legacy.pth"), _use_new_zipfile_serialization=False)
+    record("legacy", legacy)
 
     save_file(expected, os.path.join(OUT, "expected.safetensors"))
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))

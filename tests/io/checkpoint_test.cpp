@@ -59,8 +59,7 @@ TEST_CASE("read_checkpoint detects the format from the bytes, not the name") {
                        doctest::Contains((renamed + ": neither a safetensors file nor a torch.save checkpoint").c_str()), hg::Error);
   std::filesystem::remove(renamed);
   CHECK_THROWS_WITH_AS(hg::io::read_checkpoint<float>("/nonexistent.pth"), doctest::Contains("cannot open"), hg::Error);
-  CHECK_THROWS_WITH_AS(hg::io::read_checkpoint<float>(fixture("legacy.pth")), doctest::Contains("legacy (pre-1.6)"),
-                       hg::Error);
+  CHECK(hg::io::read_checkpoint<float>(fixture("legacy.pth")).size() == 4);  // pre-1.6 torch.save
 }
 
 TEST_CASE("load_weights fills a model from either format, sharing the file's memory") {

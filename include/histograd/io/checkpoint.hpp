@@ -17,7 +17,7 @@ namespace histograd::io {
 enum class CheckpointFormat { Safetensors, TorchZip, TorchLegacy, Unknown };
 
 // safetensors: u64 header length, then '{'. torch.save: a zip ("PK\3\4"); before torch 1.6 a
-// bare pickle (protocol byte 0x80).
+// stream of pickles (protocol byte 0x80).
 inline CheckpointFormat detect_checkpoint_format(const unsigned char* head, size_t size) {
   if (size >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) return CheckpointFormat::TorchZip;
   if (size >= 9 && head[8] == '{') return CheckpointFormat::Safetensors;
@@ -39,7 +39,7 @@ std::map<std::string, Tensor<T>> read_checkpoint(const std::string& path) {
   switch (detect_checkpoint_format(head, got)) {
     case CheckpointFormat::Safetensors: return load_safetensors<T>(path);
     case CheckpointFormat::TorchZip:
-    case CheckpointFormat::TorchLegacy: return read_pth<T>(path);  // which explains the legacy format
+    case CheckpointFormat::TorchLegacy: return read_pth<T>(path);  // zip, or the pre-1.6 pickle stream
     case CheckpointFormat::Unknown: break;
   }
   fail("read_checkpoint", path, ": neither a safetensors file nor a torch.save checkpoint (first bytes unknown)");

@@ -35,7 +35,10 @@ class MappedFile {
       fail(reader, "'", path, "' is not a regular file");
     }
     file->size_ = static_cast<size_t>(info.st_size);
-    void* map = file->size_ ? ::mmap(nullptr, file->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    // MAP_NORESERVE: a multi-GB checkpoint should not count against the commit limit for pages
+    // that are only ever read.
+    void* map = file->size_ ? ::mmap(nullptr, file->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0)
+                            : MAP_FAILED;
     if (map != MAP_FAILED) {
       file->data_ = static_cast<unsigned char*>(map);
       file->mapped_ = true;

@@ -1,12 +1,14 @@
-// PyTorch checkpoints as torch.save writes them since 1.6 (torch/serialization.py,
-// caffe2/serialize/inline_container.cc): an uncompressed zip holding <archive>/data.pkl, a pickle
-// whose tensors name storages by persistent id, and each storage's raw bytes in
-// <archive>/data/<key>, 64-byte aligned. We parse the zip ourselves (PKWARE APPNOTE 4.3, ZIP64
-// included) and run a restricted unpickler (pickletools opcodes, protocols 2-5) that builds no
-// Python objects: it knows the handful of globals a state dict uses and refuses every other one,
-// so a checkpoint cannot run code. Tensors alias the mapped file where dtype and alignment allow.
+// PyTorch checkpoints as torch.save writes them (torch/serialization.py,
+// caffe2/serialize/inline_container.cc): since 1.6 an uncompressed zip holding <archive>/data.pkl,
+// a pickle whose tensors name storages by persistent id, and each storage's raw bytes in
+// <archive>/data/<key>, 64-byte aligned; before 1.6 a stream of pickles followed by the storages.
+// We parse the zip ourselves (PKWARE APPNOTE 4.3, ZIP64 included) and run a restricted unpickler
+// (pickletools opcodes, protocols 2-5) that builds no Python objects: it knows the handful of
+// globals a state dict uses and refuses every other one, so a checkpoint cannot run code.
+// Tensors alias the mapped file where dtype and alignment allow.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
@@ -201,6 +203,8 @@ class Unpickler {
       step(op);
     }
   }
+  // Bytes read up to and including STOP: the legacy format puts several pickles back to back.
+  size_t consumed() const { return pos_; }
 
  private:
   void step(unsigned char op);
@@ -395,15 +399,17 @@ inline void Unpickler::step(unsigned char op) {
   }
 }
 
-// ('storage', torch.<Type>Storage, key, location, numel): one storage of the archive.
+// ('storage', torch.<Type>Storage, key, location, numel): one storage of the archive. The legacy
+// format appends view metadata, None unless the storage was a view of another (pre-1.0 torch).
 inline PickleValue* Unpickler::persistent_load(PickleValue* pid) {
-  if (pid->kind != PickleValue::Tuple || pid->items.size() != 5 || pid->items[0]->kind != PickleValue::Str ||
-      pid->items[0]->text != "storage")
+  if (pid->kind != PickleValue::Tuple || pid->items.size() < 5 || pid->items.size() > 6 ||
+      pid->items[0]->kind != PickleValue::Str || pid->items[0]->text != "storage")
     error("persistent id is not ('storage', type, key, location, numel)");
   const auto& f = pid->items;
   if (f[1]->kind != PickleValue::Global || f[1]->callable != Callable::StorageType) error("storage type is not a torch storage class");
   if (f[2]->kind != PickleValue::Str) error("storage key is not a string");
   if (f[4]->kind != PickleValue::Int || f[4]->integer < 0) error("storage size is not a non-negative integer");
+  if (f.size() == 6 && f[5]->kind != PickleValue::None) error("storage views of the legacy format are not supported");
   PickleValue* s = make(PickleValue::Storage);
   s->storage = {f[2]->text, f[1]->storage_type, f[4]->integer};
   return s;
@@ -493,15 +499,39 @@ inline void check_tensor_bounds(const TensorRecord& t, int64_t storage_numel, co
            ") reaches outside its storage of ", storage_numel, " elements");
 }
 
+// Tensors over the storages (key -> byte range in the file). Storages shared by several tensors
+// are made once, so views of one storage still share memory as they did in torch.
 template <class T>
-std::map<std::string, Tensor<T>> read_pth_file(const std::shared_ptr<MappedFile>& file) {
+std::map<std::string, Tensor<T>> build_tensors(const std::shared_ptr<MappedFile>& file,
+                                               const std::vector<std::pair<std::string, const TensorRecord*>>& records,
+                                               const std::map<std::string, ZipEntry>& storage_bytes) {
+  const std::string& path = file->name();
+  std::map<std::string, Tensor<T>> out;
+  std::map<std::string, std::pair<StoredType, std::shared_ptr<Storage<T>>>> storages;
+  for (const auto& [name, record] : records) {
+    const StorageRef& ref = *record->storage;
+    auto data = storage_bytes.find(ref.key);
+    HG_CHECK(data != storage_bytes.end(), "pth", path, ": tensor '", name, "' uses storage '", ref.key,
+             "', which the archive lacks");
+    uint64_t bytes = 0;
+    HG_CHECK(!mul_overflows(static_cast<uint64_t>(ref.numel), stored_size(ref.type), bytes) &&
+                 bytes <= data->second.size,
+             "pth", path, ": storage '", ref.key, "' claims ", ref.numel, " ", stored_name(ref.type),
+             " elements but holds ", data->second.size, " bytes");
+    auto [it, fresh] = storages.try_emplace(ref.key);
+    if (fresh) it->second = {ref.type, storage_over<T>(file, data->second.data_offset, ref.type, ref.numel, "pth", name)};
+    HG_CHECK(it->second.first == ref.type, "pth", path, ": storage '", ref.key, "' is read as two dtypes");
+    check_tensor_bounds(*record, it->second.second->size(), path, name);
+    HG_CHECK(out.emplace(name, Tensor<T>(it->second.second, record->sizes, record->strides, record->offset)).second,
+             "pth", path, ": key '", name, "' appears twice once nested dicts are joined");
+  }
+  return out;
+}
+
+template <class T>
+std::map<std::string, Tensor<T>> read_zip_checkpoint(const std::shared_ptr<MappedFile>& file) {
   const std::string& path = file->name();
   const unsigned char* b = file->data();
-  if (file->size() >= 2 && b[0] == 0x80 && b[1] <= 5)
-    fail("pth", path, ": this is the legacy (pre-1.6) torch.save format, which histograd does not read; re-save it "
-         "in Python with torch.save(torch.load(path, weights_only=True), new_path)");
-  if (file->size() < 4 || b[0] != 'P' || b[1] != 'K' || b[2] != 3 || b[3] != 4)
-    fail("pth", path, ": not a PyTorch zip checkpoint (no zip signature)");
   auto entries = read_zip(*file);
   // The archive folder is named by the saver ("archive" in recent torch, the file stem before).
   std::string prefix;
@@ -518,31 +548,72 @@ std::map<std::string, Tensor<T>> read_pth_file(const std::shared_ptr<MappedFile>
     std::string text(reinterpret_cast<const char*>(b + order->second.data_offset), order->second.size);
     HG_CHECK(text == "little", "pth", path, ": storages are stored '", text, "'-endian; only little-endian is read");
   }
+  std::map<std::string, ZipEntry> storage_bytes;
+  const std::string data_folder = prefix + "data/";
+  for (const auto& [name, entry] : entries)
+    if (name.compare(0, data_folder.size(), data_folder) == 0) storage_bytes.emplace(name.substr(data_folder.size()), entry);
   const ZipEntry& pkl = entries.at(prefix + "data.pkl");
   Unpickler unpickler(std::span<const unsigned char>(b + pkl.data_offset, pkl.size), path);
   std::vector<std::pair<std::string, const TensorRecord*>> records;
   flatten_pickle(unpickler.load(), "", 0, path, records);
+  return build_tensors<T>(file, records, storage_bytes);
+}
 
-  std::map<std::string, Tensor<T>> out;
-  std::map<std::string, std::pair<StoredType, std::shared_ptr<Storage<T>>>> storages;  // shared views stay shared
-  for (const auto& [name, record] : records) {
-    const StorageRef& ref = *record->storage;
-    auto data = entries.find(prefix + "data/" + ref.key);
-    HG_CHECK(data != entries.end(), "pth", path, ": tensor '", name, "' uses storage '", ref.key,
-             "', which the archive lacks");
-    uint64_t bytes = 0;
-    HG_CHECK(!mul_overflows(static_cast<uint64_t>(ref.numel), stored_size(ref.type), bytes) &&
-                 bytes <= data->second.size,
-             "pth", path, ": storage '", ref.key, "' claims ", ref.numel, " ", stored_name(ref.type),
-             " elements but holds ", data->second.size, " bytes");
-    auto [it, fresh] = storages.try_emplace(ref.key);
-    if (fresh) it->second = {ref.type, storage_over<T>(file, data->second.data_offset, ref.type, ref.numel, "pth", name)};
-    HG_CHECK(it->second.first == ref.type, "pth", path, ": storage '", ref.key, "' is read as two dtypes");
-    check_tensor_bounds(*record, it->second.second->size(), path, name);
-    HG_CHECK(out.emplace(name, Tensor<T>(it->second.second, record->sizes, record->strides, record->offset)).second,
-             "pth", path, ": key '", name, "' appears twice once nested dicts are joined");
+// The pre-1.6 format (torch/serialization.py _legacy_save): pickles of the magic number, the
+// protocol version (1001) and sys_info, then the object, then the sorted storage keys; then each
+// storage as an int64 element count followed by its bytes, in key order.
+template <class T>
+std::map<std::string, Tensor<T>> read_legacy_checkpoint(const std::shared_ptr<MappedFile>& file) {
+  const std::string& path = file->name();
+  static const unsigned char magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                        0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.'};
+  HG_CHECK(file->size() >= sizeof magic && std::memcmp(file->data(), magic, sizeof magic) == 0, "pth", path,
+           ": a pickle without torch's magic number: not a torch.save checkpoint");
+  std::vector<std::unique_ptr<Unpickler>> pickles;  // values of the object pickle must outlive the later ones
+  size_t pos = sizeof magic;
+  auto next = [&]() {
+    pickles.push_back(std::make_unique<Unpickler>(
+        std::span<const unsigned char>(file->data() + pos, file->size() - pos), path));
+    PickleValue* v = pickles.back()->load();
+    pos += pickles.back()->consumed();
+    return v;
+  };
+  PickleValue* version = next();
+  HG_CHECK(version->kind == PickleValue::Int && version->integer == 1001, "pth", path,
+           ": legacy checkpoint of an unknown protocol version");
+  PickleValue* info = next();
+  for (size_t i = 0; info->kind == PickleValue::Dict && i + 1 < info->items.size(); i += 2)
+    if (info->items[i]->kind == PickleValue::Str && info->items[i]->text == "little_endian")
+      HG_CHECK(info->items[i + 1]->integer == 1, "pth", path, ": big-endian legacy checkpoint; only little-endian is read");
+  std::vector<std::pair<std::string, const TensorRecord*>> records;
+  flatten_pickle(next(), "", 0, path, records);
+  PickleValue* keys = next();
+  HG_CHECK(keys->kind == PickleValue::List, "pth", path, ": legacy checkpoint lacks its list of storage keys");
+  std::map<std::string, StoredType> types;  // element widths come from the object pickle
+  for (const auto& [name, record] : records) types.emplace(record->storage->key, record->storage->type);
+  std::map<std::string, ZipEntry> storage_bytes;
+  for (const PickleValue* key : keys->items) {
+    HG_CHECK(key->kind == PickleValue::Str && types.count(key->text), "pth", path,
+             ": legacy storage list names a storage no tensor uses");
+    HG_CHECK(file->size() - pos >= 8, "pth", path, ": truncated before storage '", key->text, "'");
+    uint64_t numel = 0, bytes = 0;
+    for (int i = 7; i >= 0; --i) numel = (numel << 8) | file->data()[pos + static_cast<size_t>(i)];
+    pos += 8;
+    HG_CHECK(!mul_overflows(numel, stored_size(types.at(key->text)), bytes) && bytes <= file->size() - pos, "pth",
+             path, ": storage '", key->text, "' of ", numel, " elements runs past the end of the file");
+    storage_bytes[key->text] = {pos, bytes};
+    pos += bytes;
   }
-  return out;
+  return build_tensors<T>(file, records, storage_bytes);
+}
+
+template <class T>
+std::map<std::string, Tensor<T>> read_pth_file(const std::shared_ptr<MappedFile>& file) {
+  const unsigned char* b = file->data();
+  if (file->size() >= 2 && b[0] == 0x80 && b[1] <= 5) return read_legacy_checkpoint<T>(file);
+  if (file->size() < 4 || b[0] != 'P' || b[1] != 'K' || b[2] != 3 || b[3] != 4)
+    fail("pth", file->name(), ": not a PyTorch checkpoint (neither a zip nor a pickle)");
+  return read_zip_checkpoint<T>(file);
 }
 
 }  // namespace detail
