@@ -2,6 +2,9 @@
 
   python3 torch_reference.py gemm N REPEATS THREADS        -> "gemm_seconds <median>"
   python3 torch_reference.py vit BATCH REPEATS THREADS     -> "vit_seconds <median>", "vit_peak_rss_mib <MiB>"
+  python3 torch_reference.py timm MODEL BATCH REPEATS THREADS -> the same for a named timm model
+  python3 torch_reference.py save MODEL DIR                 -> writes DIR/MODEL.{safetensors,pth} (random weights)
+  python3 torch_reference.py load FILE REPEATS              -> "load_seconds <median>" (torch.load / safetensors)
 
 ViT-S/16 is timm's vit_small_patch16_224 when timm is installed (the reference the models
 are checked against), else the same architecture written here with torch.nn.functional.
@@ -59,9 +62,11 @@ def vit_small():
 
 
 def main():
-    kind, size, repeats, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    torch.set_num_threads(threads)
+    kind = sys.argv[1]
     torch.manual_seed(0)
+    if kind in ("gemm", "vit"):
+        size, repeats, threads = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+        torch.set_num_threads(threads)
     if kind == "gemm":
         a, b = torch.randn(size, size), torch.randn(size, size)
         print("gemm_seconds", median_time(lambda: torch.mm(a, b), repeats))
@@ -72,6 +77,35 @@ def main():
             print("vit_seconds", median_time(lambda: model(x), repeats))
         print("vit_peak_rss_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
         print("vit_source_timm", 1 if source == "timm" else 0)
+    elif kind == "timm":
+        import timm
+        name, batch, repeats, threads = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        torch.set_num_threads(threads)
+        model = timm.create_model(name, pretrained=False, num_classes=0).eval()
+        x = torch.randn(batch, 3, 224, 224)
+        with torch.inference_mode():
+            print("vit_seconds", median_time(lambda: model(x), repeats))
+        print("vit_peak_rss_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    elif kind == "save":
+        import os
+        import timm
+        from safetensors.torch import save_file
+        name, folder = sys.argv[2], sys.argv[3]
+        state = timm.create_model(name, pretrained=False, num_classes=0).state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, name + ".safetensors"))
+        torch.save(state, os.path.join(folder, name + ".pth"))
+        print("saved_tensors", len(state))
+    elif kind == "load":
+        path, repeats = sys.argv[2], int(sys.argv[3])
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            # load_file memory-maps and copies every tensor out, as a user's load does.
+            print("load_seconds", median_time(lambda: load_file(path), repeats))
+        else:
+            print("load_seconds", median_time(lambda: torch.load(path, map_location="cpu", weights_only=True), repeats))
+            print("load_mmap_seconds", median_time(
+                lambda: torch.load(path, map_location="cpu", weights_only=True, mmap=True), repeats))
+        print("load_peak_rss_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     print("torch_threads", torch.get_num_threads())
 
 
