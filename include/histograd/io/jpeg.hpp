@@ -27,10 +27,12 @@ inline constexpr std::array<uint8_t, 64> jpeg_zigzag = {
 
 // Canonical Huffman code of a DHT segment (T.81 Annex C), decoded the way F.2.2.3 describes:
 // the shortest length whose largest code is not below the bits read so far.
+// `fast` maps the next 8 bits to code length << 8 | value for codes of up to 8 bits (0: longer).
 struct JpegHuffman {
   bool defined = false;
   int32_t max_code[18] = {0}, first_code[17] = {0}, first_index[17] = {0};
   uint8_t values[256] = {0};
+  uint16_t fast[256] = {0};
 };
 
 // The entropy-coded bytes of a scan: 0xFF00 stands for 0xFF; any other marker ends the data,
@@ -46,6 +48,12 @@ class JpegBits {
     return (buffer_ >> bit_count_) & ((1u << count) - 1);
   }
   int decode(const JpegHuffman& table) {
+    while (bit_count_ < 8) fill_byte();
+    const uint16_t entry = table.fast[(buffer_ >> (bit_count_ - 8)) & 0xFF];
+    if (entry != 0) {
+      bit_count_ -= entry >> 8;
+      return entry & 0xFF;
+    }
     int32_t code = static_cast<int32_t>(bits(1));
     int length = 1;
     while (code > table.max_code[length]) {
@@ -149,21 +157,37 @@ inline void jpeg_idct_islow(const int16_t* coef, const uint16_t* quant, uint8_t*
     o[2] = t12 + a1, o[5] = t12 - a1, o[3] = t13 + a0, o[4] = t13 - a0;
   };
   int32_t workspace[64];
+  // libjpeg's range-limit table indexed with (x & 1023): clamps |x| < 512, wraps beyond.
+  auto range_limit = [](int32_t x) {
+    x &= 1023;
+    return static_cast<uint8_t>(x < 128 ? x + 128 : x < 512 ? 255 : x < 896 ? 0 : x - 896);
+  };
+  // A line whose AC terms are all zero gives its DC everywhere: the shortcut libjpeg takes, and
+  // the exact value the full transform would produce.
   for (int c = 0; c < 8; ++c) {  // columns; results keep kPass1Bits fraction bits
     int64_t in[8], o[8];
-    for (int r = 0; r < 8; ++r) in[r] = int64_t(coef[r * 8 + c]) * quant[r * 8 + c];
+    bool ac_zero = true;
+    for (int r = 0; r < 8; ++r) {
+      in[r] = int64_t(coef[r * 8 + c]) * quant[r * 8 + c];
+      ac_zero = ac_zero && (r == 0 || in[r] == 0);
+    }
+    if (ac_zero) {
+      for (int r = 0; r < 8; ++r) workspace[r * 8 + c] = static_cast<int32_t>(in[0] * (1 << kPass1Bits));
+      continue;
+    }
     idct_1d(in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], o);
     for (int r = 0; r < 8; ++r) workspace[r * 8 + c] = descale(o[r], kConstBits - kPass1Bits);
   }
   for (int r = 0; r < 8; ++r) {
     const int32_t* w = workspace + r * 8;
+    uint8_t* row = out + r * stride;
+    if (w[1] == 0 && w[2] == 0 && w[3] == 0 && w[4] == 0 && w[5] == 0 && w[6] == 0 && w[7] == 0) {
+      std::fill(row, row + 8, range_limit(descale(w[0], kPass1Bits + 3)));
+      continue;
+    }
     int64_t o[8];
     idct_1d(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], o);
-    for (int c = 0; c < 8; ++c) {
-      // libjpeg's range-limit table indexed with (x & 1023): clamps |x| < 512, wraps beyond.
-      const int32_t x = descale(o[c], kConstBits + kPass1Bits + 3) & 1023;
-      out[r * stride + c] = static_cast<uint8_t>(x < 128 ? x + 128 : x < 512 ? 255 : x < 896 ? 0 : x - 896);
-    }
+    for (int c = 0; c < 8; ++c) row[c] = range_limit(descale(o[c], kConstBits + kPass1Bits + 3));
   }
 }
 
@@ -298,6 +322,11 @@ class JpegDecoder {
       }
       t.max_code[17] = 0x7FFFFFFF;
       std::copy(p + i + 17, p + i + 17 + total, t.values);
+      std::fill(std::begin(t.fast), std::end(t.fast), uint16_t(0));
+      for (int l = 1; l <= 8; ++l)
+        for (int32_t c = t.first_code[l]; c <= t.max_code[l]; ++c)
+          for (int32_t fill = c << (8 - l); fill < (c + 1) << (8 - l); ++fill)
+            t.fast[fill] = static_cast<uint16_t>(l << 8 | t.values[t.first_index[l] + c - t.first_code[l]]);
       t.defined = true;
       i += 17 + static_cast<size_t>(total);
     }
@@ -507,36 +536,42 @@ class JpegDecoder {
 inline std::vector<uint8_t> jpeg_upsample(const uint8_t* plane, int64_t stride, int64_t in_w, int64_t in_h, int hf,
                                           int vf, int64_t width, int64_t height) {
   std::vector<uint8_t> out(static_cast<size_t>(width * height));
-  auto at = [&](int64_t x, int64_t y) -> int { return plane[y * stride + x]; };
   const bool fancy_h2 = hf == 2 && in_w > 2;  // libjpeg-turbo falls back to the box for narrower planes
+  const bool fancy = (hf == 1 && vf == 2) || (fancy_h2 && vf <= 2);
+  std::vector<int> sums(static_cast<size_t>(in_w));
+  std::vector<uint8_t> wide(static_cast<size_t>(2 * in_w));
   for (int64_t y = 0; y < height; ++y) {
     uint8_t* row = out.data() + y * width;
-    const int64_t i = y / vf;
-    if (vf == 2 && (hf == 1 || fancy_h2)) {
-      // the row above for even output rows, below for odd ones, clamped to the real rows
-      const int64_t near = i, far = y % 2 == 0 ? std::max<int64_t>(i - 1, 0) : std::min(i + 1, in_h - 1);
-      auto colsum = [&](int64_t x) { return 3 * at(x, near) + at(x, far); };
-      if (hf == 1) {
-        const int bias = y % 2 == 0 ? 1 : 2;
-        for (int64_t x = 0; x < width; ++x) row[x] = static_cast<uint8_t>((colsum(x) + bias) >> 2);
-        continue;
-      }
-      for (int64_t x = 0; x < width; ++x) {
-        const int64_t j = x / 2;
-        const int here = colsum(j);
-        if (x % 2 == 0) row[x] = static_cast<uint8_t>(j == 0 ? (here * 4 + 8) >> 4 : (here * 3 + colsum(j - 1) + 8) >> 4);
-        else row[x] = static_cast<uint8_t>(j == in_w - 1 ? (here * 4 + 7) >> 4 : (here * 3 + colsum(j + 1) + 7) >> 4);
-      }
-    } else if (vf == 1 && fancy_h2) {
-      for (int64_t x = 0; x < width; ++x) {
-        const int64_t j = x / 2;
-        const int here = 3 * at(j, i);
-        if (x % 2 == 0) row[x] = static_cast<uint8_t>(j == 0 ? at(0, i) : (here + at(j - 1, i) + 1) >> 2);
-        else row[x] = static_cast<uint8_t>(j == in_w - 1 ? at(j, i) : (here + at(j + 1, i) + 2) >> 2);
-      }
-    } else {
-      for (int64_t x = 0; x < width; ++x) row[x] = static_cast<uint8_t>(at(x / hf, i));
+    const uint8_t* near = plane + (y / vf) * stride;
+    if (!fancy) {
+      for (int64_t x = 0; x < width; ++x) row[x] = near[x / hf];
+      continue;
     }
+    // the row above for even output rows, below for odd ones, clamped to the real rows
+    const int64_t i = y / vf, far_row = y % 2 == 0 ? std::max<int64_t>(i - 1, 0) : std::min(i + 1, in_h - 1);
+    const uint8_t* far = plane + far_row * stride;
+    if (vf == 1) {  // h2v1: (3·nearer + farther column) / 4, bias 1 on the left output, 2 on the right
+      for (int64_t j = 0; j < in_w; ++j) {
+        const int here = 3 * near[j];
+        wide[2 * j] = static_cast<uint8_t>(j == 0 ? near[0] : (here + near[j - 1] + 1) >> 2);
+        wide[2 * j + 1] = static_cast<uint8_t>(j == in_w - 1 ? near[j] : (here + near[j + 1] + 2) >> 2);
+      }
+      std::copy(wide.begin(), wide.begin() + width, row);
+      continue;
+    }
+    for (int64_t j = 0; j < in_w; ++j) sums[j] = 3 * near[j] + far[j];
+    if (hf == 1) {  // h1v2: (3·nearer + farther row) / 4, bias 1 above, 2 below
+      const int bias = y % 2 == 0 ? 1 : 2;
+      for (int64_t x = 0; x < width; ++x) row[x] = static_cast<uint8_t>((sums[x] + bias) >> 2);
+      continue;
+    }
+    // h2v2: the same across the column sums, in sixteenths, biases 8 and 7
+    for (int64_t j = 0; j < in_w; ++j) {
+      const int here = 3 * sums[j];
+      wide[2 * j] = static_cast<uint8_t>(j == 0 ? (sums[0] * 4 + 8) >> 4 : (here + sums[j - 1] + 8) >> 4);
+      wide[2 * j + 1] = static_cast<uint8_t>(j == in_w - 1 ? (sums[j] * 4 + 7) >> 4 : (here + sums[j + 1] + 7) >> 4);
+    }
+    std::copy(wide.begin(), wide.begin() + width, row);
   }
   return out;
 }

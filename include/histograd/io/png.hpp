@@ -145,7 +145,13 @@ inline void png_reconstruct(const PngHeader& h, std::vector<uint8_t>& raw, const
       uint8_t* row = raw.data() + offset + 1;
       unfilter_row(raw[offset], row, previous, length, h.filter_stride(), name);
       const int64_t y = p.y0 + r * p.dy;
-      for (int64_t i = 0; i < w; ++i) png_pixel_to_rgb(h, row, i, palette, rgb + 3 * (y * h.width + p.x0 + i * p.dx));
+      uint8_t* out = rgb + 3 * (y * h.width + p.x0);
+      if (h.bit_depth == 8 && (h.colour_type == 2 || h.colour_type == 6)) {  // the common case, without the general path
+        const int channels = h.channels();
+        for (int64_t i = 0; i < w; ++i) std::memcpy(out + 3 * i * p.dx, row + channels * i, 3);
+      } else {
+        for (int64_t i = 0; i < w; ++i) png_pixel_to_rgb(h, row, i, palette, out + 3 * i * p.dx);
+      }
       previous = row;
       offset += 1 + length;
     }
