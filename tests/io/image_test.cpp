@@ -184,6 +184,13 @@ TEST_CASE("malformed images give errors naming the file and the problem") {
                        hg::Error);
 
   std::vector<uint8_t> jpeg = read_bytes(fixture("q75_s2.jpg"));
+  {
+    INFO("bytes before a marker are skipped, as libjpeg does (it warns of 'extraneous bytes')");
+    std::vector<uint8_t> padded = jpeg;
+    const size_t eoi = padded.size() - 2;
+    padded.insert(padded.begin() + static_cast<std::ptrdiff_t>(eoi), {0x00, 0x12, 0xFF, 0x00, 0xFF});
+    CHECK(decode(padded).pixels == hg::io::read_image(fixture("q75_s2.jpg")).pixels);
+  }
   CHECK_THROWS_WITH_AS(decode(std::vector<uint8_t>(jpeg.begin(), jpeg.end() - 40), "cut.jpg"),
                        doctest::Contains("cut.jpg: JPEG file is truncated"), hg::Error);
   std::vector<uint8_t> huge = jpeg;

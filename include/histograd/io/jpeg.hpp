@@ -235,14 +235,15 @@ class JpegDecoder {
   }
 
  private:
-  // Returns the marker code at pos (skipping fill bytes) and moves pos past it.
+  // Returns the next marker code at or after pos and moves pos past it. Like libjpeg, bytes that
+  // are not a marker (entropy-coded leftovers, stuffed 0xFF00, padding) are skipped.
   int next_marker(size_t& pos) {
-    HG_CHECK(pos < size_, "read_image", name_, ": JPEG file is truncated (no EOI marker)");
-    HG_CHECK(data_[pos] == 0xFF, "read_image", name_, ": expected a JPEG marker at offset ", pos, ", got byte ",
-             int(data_[pos]));
-    while (pos < size_ && data_[pos] == 0xFF) ++pos;
-    HG_CHECK(pos < size_, "read_image", name_, ": JPEG file is truncated (no EOI marker)");
-    return data_[pos++];
+    while (true) {
+      while (pos < size_ && data_[pos] != 0xFF) ++pos;
+      while (pos < size_ && data_[pos] == 0xFF) ++pos;  // 0xFF fill bytes may precede a marker
+      HG_CHECK(pos < size_, "read_image", name_, ": JPEG file is truncated (no EOI marker)");
+      if (data_[pos] != 0x00) return data_[pos++];
+    }
   }
 
   void read_frame(const uint8_t* p, size_t n, bool progressive) {
