@@ -1,8 +1,8 @@
 // The main job for now: train a small Vision Transformer from scratch with histograd alone.
 // Task: tell the orientation of noisy stripe textures (horizontal, vertical, two diagonals)
-// in 3x32x32 images made on the fly. The model is models::SimpleViT (patch 8, width 64,
-// 2 blocks, 4 heads, CLS token, learned position embeddings), trained with AdamW and
-// cross-entropy.
+// in 3x32x32 images made on the fly. The model is a models::VisionTransformer (patch 8,
+// width 64, 2 blocks, 4 heads, CLS token, learned position embeddings) with a linear head on
+// its CLS embedding, trained with AdamW and cross-entropy.
 // Prints the loss as it falls and the accuracy on held-out images.
 #include <chrono>
 #include <cmath>
@@ -40,7 +40,20 @@ std::pair<Tensor, hg::Tensor<int64_t>> make_batch(int64_t batch, hg::Generator& 
   return {images, labels};
 }
 
-double accuracy(const hg::models::SimpleViT<float>& model, const Tensor& images, const hg::Tensor<int64_t>& labels) {
+// The backbone and a linear classifier over its CLS embedding, as one module.
+struct Classifier : hg::nn::Module<float> {
+  hg::models::VisionTransformer<float> backbone;
+  hg::nn::Linear<float> head;
+  Classifier(const hg::models::ViTConfig& config, hg::Generator& gen)
+      : backbone(config, /*seed=*/11), head(config.embed_dim, kClasses, true, gen) {}
+  Tensor forward(const Tensor& images) const { return head.forward(backbone.forward(images)); }
+  void visit(hg::nn::ModuleVisitor<float>& v) override {
+    v.module("backbone", backbone);
+    v.module("head", head);
+  }
+};
+
+double accuracy(const Classifier& model, const Tensor& images, const hg::Tensor<int64_t>& labels) {
   hg::NoGradGuard no_grad;
   hg::Tensor<int64_t> predicted = hg::argmax(model.forward(images), -1);
   int64_t correct = 0;
@@ -54,18 +67,17 @@ int main(int argc, char** argv) {
   const int steps = argc > 1 ? std::atoi(argv[1]) : 300;
   const int64_t batch = 32;
   hg::Generator data_gen(7), init_gen(11), eval_gen(2024);
-  hg::models::SimpleViTConfig config;
+  hg::models::ViTConfig config = hg::models::preset("dino_vits16");
+  config.name = "tiny";
   config.image_size = kImage;
   config.patch_size = 8;
-  config.width = 64;
+  config.embed_dim = 64;
   config.depth = 2;
-  config.heads = 4;
+  config.num_heads = 4;
   config.mlp_hidden = 256;
-  config.num_classes = kClasses;
-  hg::models::SimpleViT<float> model(config, init_gen);
-  std::vector<Tensor> params;
-  for (Tensor* p : model.parameters()) params.push_back(p->requires_grad_());
-  hg::optim::AdamW<float> optimizer(params, 1e-3, 0.9, 0.999, 1e-8, 0.05);
+  Classifier model(config, init_gen);
+  model.requires_grad_(true);
+  hg::optim::AdamW<float> optimizer(model.parameters(), 1e-3, 0.9, 0.999, 1e-8, 0.05);
   auto [eval_images, eval_labels] = make_batch(512, eval_gen);
 
   std::printf("training a tiny ViT (%d steps, batch %ld) on stripe orientation; held-out accuracy before: %.1f%%\n",

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup_python.sh
 cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_NATIVE=ON >/dev/null
-cmake --build build/bench --target gemm_bench vit_forward_bench -j"$(nproc)"
+cmake --build build/bench --target gemm_bench vit_bench -j"$(nproc)"
 export OMP_NUM_THREADS="${1:-2}"
 echo "# $(date -u +%F) $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS"
 build/bench/benchmarks/gemm_bench
-build/bench/benchmarks/vit_forward_bench
+build/bench/benchmarks/vit_bench

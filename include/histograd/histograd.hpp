@@ -34,7 +34,6 @@
 #include "nn/attention.hpp"
 #include "nn/transformer.hpp"
 #include "optim/optimizer.hpp"
-#include "models/simple_vit.hpp"
 #include "models/presets.hpp"
 #include "io/safetensors.hpp"
 #include "io/pth.hpp"
