@@ -161,6 +161,12 @@ TEST_CASE("pth: a hand-written checkpoint parses, with and without lies") {
   rejects(make_zip({{"archive/data.pkl", tensor_pickle(4, 0, {4}, {1})}, {"archive/byteorder", "big"}}), "'big'-endian");
   rejects(make_zip({{"archive/x.pkl", "."}}), "no <archive>/data.pkl entry");
   rejects(checkpoint("\x80\x02}q" + le(0, 1) + str("self") + "h" + le(0, 1) + "s."), "nested deeper than 64 levels (or a cycle)");
+  // 60 levels of [x, x] where each x is the level below: 2^60 paths through 120 values.
+  std::string doubling = "\x80\x02]q" + le(0, 1);
+  for (int level = 1; level <= 60; ++level)
+    doubling += "](h" + le(static_cast<uint64_t>(level - 1), 1) + "h" + le(static_cast<uint64_t>(level - 1), 1) +
+                "eq" + le(static_cast<uint64_t>(level), 1);
+  rejects(checkpoint(doubling + "."), "shared so often that flattening them would not end");
   rejects(checkpoint("\x80\x02}" + str("w")), "ends without STOP");
   rejects(checkpoint("\x80\x02s."), "stack underflow");
   rejects(checkpoint("\x80\x02h\x05."), "memo index 5 was never stored");

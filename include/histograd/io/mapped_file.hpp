@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../core/dtype.hpp"
+#include "../cpu/parallel.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 
@@ -187,7 +188,11 @@ std::shared_ptr<Storage<T>> storage_over(const std::shared_ptr<MappedFile>& file
              " values, which do not convert to ", dtype_name<T>(), " without loss");
   }
   auto storage = std::make_shared<Storage<T>>(count);
-  detail::convert_elements<T>(type, bytes, storage->data(), count);
+  T* out = storage->data();
+  const int64_t width = static_cast<int64_t>(stored_size(type));
+  cpu::parallel_for(count, 4, [&](int64_t begin, int64_t end) {  // element-wise: any split gives the same bits
+    detail::convert_elements<T>(type, bytes + begin * width, out + begin, end - begin);
+  });
   return storage;
 }
 

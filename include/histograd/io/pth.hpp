@@ -205,6 +205,7 @@ class Unpickler {
   }
   // Bytes read up to and including STOP: the legacy format puts several pickles back to back.
   size_t consumed() const { return pos_; }
+  size_t value_count() const { return arena_.size(); }
 
  private:
   void step(unsigned char op);
@@ -455,16 +456,18 @@ inline void Unpickler::reduce(PickleValue* callable, PickleValue* args) {
 // ---------------------------------------------------------------- tensors
 
 // Nested dicts (and lists) become one level with '.'-joined keys, as in a module's state dict;
-// everything that is not a tensor is dropped.
+// everything that is not a tensor is dropped. `budget` bounds the visits: containers shared
+// by memo can form a DAG whose paths double at every level, which no real checkpoint does.
 inline void flatten_pickle(const PickleValue* v, const std::string& prefix, int depth, const std::string& file,
-                           std::vector<std::pair<std::string, const TensorRecord*>>& out) {
+                           std::vector<std::pair<std::string, const TensorRecord*>>& out, uint64_t& budget) {
   if (depth > 64) fail("pth", file, ": containers nested deeper than 64 levels (or a cycle) at '", prefix, "'");
+  if (budget-- == 0) fail("pth", file, ": containers are shared so often that flattening them would not end");
   auto child = [&](const PickleValue* key, const PickleValue* value) {
     std::string name;
     if (key->kind == PickleValue::Str) name = key->text;
     else if (key->kind == PickleValue::Int) name = std::to_string(key->integer);
     else return;  // tuple or float keys: never part of a state dict
-    flatten_pickle(value, prefix.empty() ? name : prefix + "." + name, depth + 1, file, out);
+    flatten_pickle(value, prefix.empty() ? name : prefix + "." + name, depth + 1, file, out, budget);
   };
   if (v->kind == PickleValue::Tensor) {
     out.emplace_back(prefix, &v->tensor);
@@ -478,6 +481,14 @@ inline void flatten_pickle(const PickleValue* v, const std::string& prefix, int 
       child(&index, v->items[i]);
     }
   }
+}
+// The visit budget for a pickle of `values` values: a state dict visits each about once.
+inline std::vector<std::pair<std::string, const TensorRecord*>> flatten_pickle(const PickleValue* root,
+                                                                              size_t values, const std::string& file) {
+  std::vector<std::pair<std::string, const TensorRecord*>> out;
+  uint64_t budget = 8 * static_cast<uint64_t>(values) + 1024;
+  flatten_pickle(root, "", 0, file, out, budget);
+  return out;
 }
 
 // Checks that a tensor's every element lies inside its storage: sizes and strides non-negative,
@@ -554,8 +565,8 @@ std::map<std::string, Tensor<T>> read_zip_checkpoint(const std::shared_ptr<Mappe
     if (name.compare(0, data_folder.size(), data_folder) == 0) storage_bytes.emplace(name.substr(data_folder.size()), entry);
   const ZipEntry& pkl = entries.at(prefix + "data.pkl");
   Unpickler unpickler(std::span<const unsigned char>(b + pkl.data_offset, pkl.size), path);
-  std::vector<std::pair<std::string, const TensorRecord*>> records;
-  flatten_pickle(unpickler.load(), "", 0, path, records);
+  PickleValue* root = unpickler.load();
+  auto records = flatten_pickle(root, unpickler.value_count(), path);
   return build_tensors<T>(file, records, storage_bytes);
 }
 
@@ -585,8 +596,8 @@ std::map<std::string, Tensor<T>> read_legacy_checkpoint(const std::shared_ptr<Ma
   for (size_t i = 0; info->kind == PickleValue::Dict && i + 1 < info->items.size(); i += 2)
     if (info->items[i]->kind == PickleValue::Str && info->items[i]->text == "little_endian")
       HG_CHECK(info->items[i + 1]->integer == 1, "pth", path, ": big-endian legacy checkpoint; only little-endian is read");
-  std::vector<std::pair<std::string, const TensorRecord*>> records;
-  flatten_pickle(next(), "", 0, path, records);
+  PickleValue* object = next();
+  auto records = flatten_pickle(object, pickles.back()->value_count(), path);
   PickleValue* keys = next();
   HG_CHECK(keys->kind == PickleValue::List, "pth", path, ": legacy checkpoint lacks its list of storage keys");
   std::map<std::string, StoredType> types;  // element widths come from the object pickle

@@ -390,6 +390,12 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
       fail("save_safetensors", "write to '", temp, "' failed (disk full?)");
     }
   }
+  // The bytes must be on disk before the rename makes them the file, or a power cut could leave
+  // an empty file under the good name.
+  if (int fd = ::open(temp.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
   std::error_code ec;
   std::filesystem::rename(temp, path, ec);
   if (ec) std::filesystem::remove(temp);
