@@ -40,7 +40,9 @@ class Block : public Module<T> {
         ls2(options.dim, options.layer_scale_init),
         drop_path_rate(options.drop_path) {}
 
-  // x [B, N, D] -> [B, N, D]
+  // x [B, N, D] -> [B, N, D]. Training draws drop_path masks from default_generator(); DINOv2's
+  // variant for rates > 0.1 (the residual of a random batch subset, rescaled) is not replicated:
+  // it has the same expectation but different draws.
   Tensor<T> forward(const Tensor<T>& x) const {
     Tensor<T> y = x + drop_path(ls1.forward(attn.forward(norm1.forward(x))), drop_path_rate, this->training());
     return y + drop_path(ls2.forward(feed_forward(norm2.forward(y))), drop_path_rate, this->training());
