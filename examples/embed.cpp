@@ -152,12 +152,18 @@ int main(int argc, char** argv) try {
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
 
   const hg::models::ViTConfig& config = hg::models::preset(options.model);
-  auto model = hg::models::vit<float>(config);
-  if (options.weights.empty())
-    std::fprintf(stderr, "embed: no --weights given: %s has random weights (useful for testing only)\n",
-                 options.model.c_str());
-  else
-    hg::io::load_weights(model, options.weights);
+  auto build_and_load = [&] {
+    if (options.weights.empty()) {
+      std::fprintf(stderr, "embed: no --weights given: %s has random weights (useful for testing only)\n",
+                   options.model.c_str());
+      return hg::models::vit<float>(config);
+    }
+    hg::nn::SkipInit skip_init;  // the strict load below replaces every weight
+    auto model = hg::models::vit<float>(config);
+    hg::io::load_weights(model, options.weights, /*strict=*/true);
+    return model;
+  };
+  auto model = build_and_load();
   model.eval();
   const double load_seconds = elapsed();
 
