@@ -1,7 +1,7 @@
 // The Module base on two hand-written modules: qualified names, state_dict, strict and
 // non-strict loading (copy and assign), train/eval, the weight-decay split and the
 // checkpoint-translation hook.
-#include <histograd/nn/module.hpp>
+#include <histograd/nn/layers.hpp>
 
 #include "test_util.hpp"
 
@@ -135,4 +135,27 @@ TEST_CASE("translate_checkpoint renames before loading") {
   CHECK_THROWS_AS(net.load_state_dict(raw), hg::Error);
   net.load_state_dict(net.translate_checkpoint(raw));
   check_close(net.cls_token, {2, 2, 2}, 0);
+}
+
+TEST_CASE("SkipInit allocates without drawing, only while it lives, and a strict load fills every weight") {
+  hg::Generator gen(3);
+  hg::nn::StateDict<float> weights;
+  {
+    hg::nn::Linear<float> reference(4, 3, true, gen);
+    weights = reference.state_dict();
+  }
+  CHECK(!hg::nn::SkipInit::active());
+  {
+    hg::nn::SkipInit skip;
+    CHECK(hg::nn::SkipInit::active());
+    hg::nn::Linear<float> layer(4, 3, true, gen);
+    CHECK(layer.weight.shape() == hg::Shape{3, 4});
+    CHECK(layer.weight.requires_grad());
+    layer.load_state_dict(weights, /*strict=*/true, /*assign=*/true);
+    check_close(layer.weight, weights.at("weight"), 0);
+  }
+  CHECK(!hg::nn::SkipInit::active());
+  hg::nn::Linear<float> drawn(4, 3, true, gen);  // initialised again: zero bias, non-zero weights
+  check_close(drawn.bias, {0, 0, 0}, 0);
+  CHECK(hg::amax(hg::abs(drawn.weight)).item() > 0);
 }
