@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake -S . -B build/main -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_NATIVE=ON >/dev/null
-cmake --build build/main --target train_tiny_vit -j"$(nproc)"
+cmake --build build/main --target train_tiny_vit embed -j"$(nproc)"
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" build/main/examples/train_tiny_vit "$@"
