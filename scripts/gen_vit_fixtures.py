@@ -19,7 +19,13 @@ References (dev-only; nothing here is vendored):
   mahmoodlab/HIPT checkout         hipt_vit256_16, hipt_vit4k_256 --hipt-repo  or $HIPT_REPO
   transformers (pip) Dinov2WithRegistersModel, loaded by from_pretrained from the published HF
                                    Dinov2 key names             hibou_b, hibou_l
+Hibou's HF checkpoints run on custom modeling code (trust_remote_code) that was not read; the
+reference here is transformers' own Dinov2WithRegisters with Hibou's settings (SwiGLU, 4
+registers, LayerScale, antialiased bicubic resampling), which is HistAI/hibou's DINOv2 model.
+Setup (dev only): pip install timm; pip install --no-deps transformers tokenizers (transformers
+5.24 was used; --no-deps keeps the installed torch).
 Run: python3 scripts/gen_vit_fixtures.py --dino-repo D --dinov2-repo D2 --hipt-repo H [--only NAME]
+     (the checkouts: github.com/facebookresearch/dino, /dinov2, mahmoodlab/HIPT)
 """
 import argparse
 import importlib.util
@@ -458,10 +464,12 @@ def generate(refs, case, outdir):
             bad = {k: v for k, v in info.items() if v}
             assert not bad, f"{name}: HF loading problems {bad}"
             model.eval()
-        # The conversion really split weights_in as DINOv2 does (gate = first half).
-        w_in = sd["encoder.layer.0.mlp.weights_in.weight"]
-        gate = model.state_dict()["encoder.layer.0.mlp.gate_proj.weight"]
-        assert torch.equal(gate, w_in[: gate.shape[0]]), "weights_in split"
+        # transformers >= 5 splits weights_in on load: check it kept DINOv2's order (gate first).
+        loaded = model.state_dict()
+        if "encoder.layer.0.mlp.gate_proj.weight" in loaded:
+            w_in = sd["encoder.layer.0.mlp.weights_in.weight"]
+            gate = loaded["encoder.layer.0.mlp.gate_proj.weight"]
+            assert torch.equal(gate, w_in[: gate.shape[0]]), "weights_in split"
     else:
         model.load_state_dict(sd, strict=True)
     run = runner(model)
