@@ -171,11 +171,7 @@ int main(int argc, char** argv) try {
   HG_CHECK(!paths.empty(), "embed", "no images found in the inputs");
   HG_CHECK(!config.input_is_feature_grid, "embed", "preset '", options.model,
            "' takes a grid of ViT_256 features, not images");
-  hg::data::Preprocess preprocess;  // the preset's published transform
-  preprocess.resize_size = config.resize_size;
-  preprocess.crop_size = config.crop_size;
-  preprocess.mean.assign(config.mean.begin(), config.mean.end());
-  preprocess.std.assign(config.std.begin(), config.std.end());
+  const auto preprocess = hg::data::Preprocess::for_model(config);  // the preset's published transform
 
   hg::NoGradGuard no_grad;
   std::vector<hg::Tensor<float>> embeddings;

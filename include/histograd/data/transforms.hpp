@@ -145,9 +145,24 @@ struct Preprocess {
   Interpolation interpolation = Interpolation::Bicubic;
   std::vector<double> mean = {0.485, 0.456, 0.406};
   std::vector<double> std = {0.229, 0.224, 0.225};
+  bool resize_to_square = false;  // Resize((s, s)) rather than Resize(s): squashes non-square inputs
+
+  // The published transform of a model preset (models::ViTConfig or any config with the same
+  // fields; a template so this layer does not pull in the models).
+  template <class ModelConfig>
+  static Preprocess for_model(const ModelConfig& config) {
+    Preprocess p;
+    p.resize_size = config.resize_size;
+    p.crop_size = config.crop_size;
+    p.resize_to_square = config.resize_to_square;
+    p.mean.assign(config.mean.begin(), config.mean.end());
+    p.std.assign(config.std.begin(), config.std.end());
+    return p;
+  }
 
   Tensor<float> operator()(const io::Image& image) const {
-    Tensor<float> x = resize(to_tensor<float>(image), resize_size, interpolation, true);
+    Tensor<float> x = resize_to_square ? resize(to_tensor<float>(image), resize_size, resize_size, interpolation, true)
+                                       : resize(to_tensor<float>(image), resize_size, interpolation, true);
     return normalize(center_crop(x, crop_size, crop_size), mean, std);
   }
 };

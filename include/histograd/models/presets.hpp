@@ -120,32 +120,26 @@ inline std::map<std::string, ViTConfig> build_presets() {
     c.layout = TokenLayout::ClsRegPatchesPosAll;
     add(c);
   }
-  {  // Hibou-B (HistAI/hibou build_model): a DINOv2 ViT-B/14 at img 224, LayerScale 1e-5,
-     // swiglufused hidden (int(3072·2/3)+7)//8·8 = 2048, 4 registers, interpolate_offset 0 with
-     // antialias. Transform (example.ipynb): Resize((224, 224), bicubic), CenterCrop(224).
-    ViTConfig c = vit_shape("hibou_b", 14, 768, 12, 12, 2048);
+  // Hibou (HistAI/hibou build_model): DINOv2 ViTs at img 224 with LayerScale 1e-5, swiglufused
+  // FFN, 4 registers, interpolate_offset 0 with antialias. Transform (example.ipynb):
+  // Resize((224, 224), bicubic) — a squash to the square, not a short-side resize — then
+  // CenterCrop(224), with Hibou's own mean/std.
+  auto hibou = [&](const char* name, int64_t dim, int64_t depth, int64_t heads, int64_t swiglu_hidden) {
+    ViTConfig c = vit_shape(name, 14, dim, depth, heads, swiglu_hidden);
     c.layer_scale_init = 1e-5;
     c.ffn = FfnKind::SwiGLUFused;
     c.num_register_tokens = 4;
     c.layout = TokenLayout::ClsRegPatchesPosBeforeReg;
     c.keys = KeyStyle::Dinov2Hub;
+    c.resize_to_square = true;
     c.mean = {0.7068, 0.5755, 0.7220};
     c.std = {0.1950, 0.2316, 0.1816};
     add(c);
-  }
-  {  // Hibou-L: UNVERIFIED fields (its HF config.json was not read, MODELS.md appendix): assumed a
-     // ViT-L/14 built like Hibou-B, i.e. 4 registers and swiglufused hidden
-     // (int(4096·2/3)+7)//8·8 = 2736, with Hibou-B's transform.
-    ViTConfig c = vit_shape("hibou_l", 14, 1024, 24, 16, 2736);
-    c.layer_scale_init = 1e-5;
-    c.ffn = FfnKind::SwiGLUFused;
-    c.num_register_tokens = 4;
-    c.layout = TokenLayout::ClsRegPatchesPosBeforeReg;
-    c.keys = KeyStyle::Dinov2Hub;
-    c.mean = {0.7068, 0.5755, 0.7220};
-    c.std = {0.1950, 0.2316, 0.1816};
-    add(c);
-  }
+  };
+  hibou("hibou_b", 768, 12, 12, 2048);  // hidden (int(3072·2/3)+7)//8·8 = 2048
+  // Hibou-L: UNVERIFIED fields (its HF config.json was not read, MODELS.md appendix): assumed a
+  // ViT-L/14 built like Hibou-B, with hidden (int(4096·2/3)+7)//8·8 = 2736.
+  hibou("hibou_l", 1024, 24, 16, 2736);
   {  // RudolfV: configuration only; its weights are not public and its backbone is known only from
      // the paper (arXiv 2401.04079) as a DINOv2-trained ViT-L/14. Assumed: DINOv2 ViT-L/14 without
      // registers at 224, LayerScale, hub names, ImageNet statistics. Unverified.

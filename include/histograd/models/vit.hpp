@@ -57,6 +57,7 @@ struct ViTConfig {
   // crop_size, then (x - mean) / std per channel.
   std::array<double, 3> mean{0.485, 0.456, 0.406}, std{0.229, 0.224, 0.225};
   int64_t resize_size = 224, crop_size = 224;
+  bool resize_to_square = false;  // resize to resize_size x resize_size (Hibou), not the short side
   // HIPT ViT_4K: the input is a [B, feature_dim, h, w] grid of ViT_256 features; tokens are
   // phi(x) = GELU(Linear(feature_dim, D)(x)) per cell (patch size 1, image_size = grid side).
   bool input_is_feature_grid = false;
