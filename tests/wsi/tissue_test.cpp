@@ -241,7 +241,8 @@ TEST_CASE("tissue tiles have tissue, background tiles none (CLAM preset, tile ta
 TEST_CASE("the red-pen tile: CLAM's saturation threshold takes the ink for tissue, and so does the pen filter") {
   // Recorded as it is, not tuned away: the pen mark is saturated red and dark purple, and
   // histolab's pen colours catch only the bright red part (~24% of pixels), so the purple part
-  // still passes a saturation threshold. CLAM's issue #218 says the same of thresholding.
+  // still passes a saturation threshold. CLAM's issue #218 says the same of thresholding. The
+  // "histograd" preset's blur QC (slideflow's) rejects it: tests/wsi/tissue_qc_test.cpp.
   const std::string path = tiles_dir() + "histolab-no-tissue-red-pen.png";
   if (!std::filesystem::exists(path)) {
     MESSAGE("skipping the red-pen tile: ../shared/data/tiles is absent");

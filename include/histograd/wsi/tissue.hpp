@@ -2,7 +2,8 @@
 // wsi_core/WholeSlideImage.py; see ../shared/docs/WSI.md A1): HSV saturation, median blur, fixed or
 // Otsu threshold, morphological closing, RETR_CCOMP contours, area filtering in units of a 512²
 // level-0 patch, holes by area, scaled to level 0. Plus CLAM's presets, a mask picture, contour
-// drawing, and histolab's pen-colour filter as an opt-in (CLAM has none).
+// drawing, and two opt-in stages CLAM has not: histolab's pen-colour filter and slideflow's Gaussian
+// blur QC (qc.hpp), which together make the "histograd" preset.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -11,6 +12,7 @@
 
 #include "contours.hpp"
 #include "image_ops.hpp"
+#include "qc.hpp"
 
 namespace histograd::wsi {
 
@@ -39,11 +41,24 @@ struct SegmentationParams {
   // Not CLAM: zero the saturation of pixels histolab's red/green/blue pen filters call ink before
   // the median blur, so pen marks drawn on the glass are not taken for tissue.
   bool filter_pen = false;
+  // Not CLAM: slideflow's Gaussian blur QC (qc.hpp) clears, from the closed mask and before contours
+  // are found, the pixels that are out of focus: glass, smudges, pen marks on the coverslip. It needs
+  // the region read again at blur_mpp µm/px (a QcImage; slideflow's 4 µm/px), since a thumbnail at
+  // downsample 64 is too coarse to show focus. A mask pixel goes when more than blur_fraction of the
+  // QC pixels it covers are blurred (slideflow's per-tile filter_threshold 0.6).
+  bool blur_qc = false;
+  double blur_mpp = 4, blur_sigma = 3, blur_threshold = 0.02, blur_fraction = 0.6;
 
-  // "clam" (also "default"), "tcga", "bwh_biopsy", "bwh_resection": CLAM's presets/*.csv.
+  // "clam" (also "default"), "tcga", "bwh_biopsy", "bwh_resection": CLAM's presets/*.csv, exactly.
+  // "histograd": CLAM's default plus filter_pen and blur_qc, the command-line tool's default.
   static SegmentationParams preset(const std::string& name) {
     SegmentationParams p;
     if (name == "clam" || name == "default") return p;
+    if (name == "histograd") {
+      p.filter_pen = true;
+      p.blur_qc = true;
+      return p;
+    }
     if (name == "tcga") {
       p.a_t = 16;
       p.a_h = 4;
@@ -68,7 +83,7 @@ struct SegmentationParams {
       p.line_thickness = 150;
       return p;
     }
-    fail("SegmentationParams::preset", "expected one of clam, default, tcga, bwh_biopsy, bwh_resection, got '",
+    fail("SegmentationParams::preset", "expected one of clam, default, tcga, bwh_biopsy, bwh_resection, histograd, got '",
          name, "'");
   }
 };
@@ -78,7 +93,9 @@ struct TissueSegmentation {
   GrayImage saturation;   // after the pen filter when it is on
   GrayImage median;
   int threshold = 0;      // sthresh, or the Otsu level
-  GrayImage mask;         // thresholded and closed: 255 tissue
+  GrayImage mask;         // thresholded and closed (and blur-QC'd when on): 255 tissue
+  GrayImage blurred;      // blur QC on: slideflow's blur mask of the QC image (255 out of focus)
+  int64_t blur_cleared = 0;  // mask pixels the blur QC cleared
   std::vector<Contour> contours;  // RETR_CCOMP borders of `mask`
   std::vector<int> kept;          // indices into `contours` of the kept outer borders
   std::vector<std::vector<int>> kept_holes;  // per kept border, its kept holes (largest first)
@@ -88,8 +105,9 @@ struct TissueSegmentation {
 // CLAM refuses to segment a level larger than this many pixels (w·h > 1e8).
 inline constexpr double max_segmentation_pixels = 1e8;
 
+// `qc` is the same field of view at p.blur_mpp, needed when p.blur_qc is on (ignored otherwise).
 inline TissueSegmentation segment_tissue_detailed(const io::Image& rgb, double downsample_x, double downsample_y,
-                                                  const SegmentationParams& p) {
+                                                  const SegmentationParams& p, const QcImage* qc = nullptr) {
   const char* op = "segment_tissue";
   // CLAM's guard first, so an oversized level is refused before anything is allocated for it.
   HG_CHECK(static_cast<double>(rgb.width) * static_cast<double>(rgb.height) <= max_segmentation_pixels, op,
@@ -104,6 +122,15 @@ inline TissueSegmentation segment_tissue_detailed(const io::Image& rgb, double d
   HG_CHECK(std::isfinite(p.a_t) && p.a_t >= 0, op, "expected a_t >= 0, got ", p.a_t);
   HG_CHECK(std::isfinite(p.a_h) && p.a_h >= 0, op, "expected a_h >= 0, got ", p.a_h);
   HG_CHECK(p.max_n_holes >= 0, op, "expected max_n_holes >= 0, got ", p.max_n_holes);
+  if (p.blur_qc) {
+    HG_CHECK(qc != nullptr, op, "blur_qc is on (the 'histograd' preset) but no QC image was given: pass the region "
+             "read at blur_mpp = ", p.blur_mpp, " um/px as a QcImage (read_blur_qc_image for a slide), or turn blur_qc off");
+    detail::check_rgb(qc->rgb, op);
+    HG_CHECK(std::isfinite(p.blur_sigma) && p.blur_sigma > 0, op, "expected blur_sigma > 0, got ", p.blur_sigma);
+    HG_CHECK(std::isfinite(p.blur_threshold), op, "expected a finite blur_threshold, got ", p.blur_threshold);
+    HG_CHECK(p.blur_fraction >= 0 && p.blur_fraction <= 1, op, "expected blur_fraction in [0, 1], got ",
+             p.blur_fraction);
+  }
 
   TissueSegmentation out;
   out.saturation = rgb_to_saturation(rgb);
@@ -116,6 +143,11 @@ inline TissueSegmentation segment_tissue_detailed(const io::Image& rgb, double d
   out.threshold = p.use_otsu ? otsu_threshold(out.median) : p.sthresh;
   out.mask = threshold_binary(out.median, out.threshold, 255);
   if (p.close > 0) out.mask = morphology_close(out.mask, p.close);
+  if (p.blur_qc) {
+    out.blurred = blur_mask(qc->rgb, p.blur_sigma, p.blur_threshold);
+    out.blur_cleared = apply_blur_mask(out.mask, downsample_x, downsample_y, out.blurred, qc->downsample_x,
+                                       qc->downsample_y, p.blur_fraction);
+  }
   out.contours = find_contours(out.mask);
 
   // Areas are in units of a 512×512 level-0 patch, truncated to an integer at this level as CLAM does.
@@ -163,8 +195,8 @@ inline TissueSegmentation segment_tissue_detailed(const io::Image& rgb, double d
 // CLAM's segmentTissue on an RGB image read at (downsample_x, downsample_y) from level 0: the kept
 // tissue regions in level-0 coordinates. Empty when there is no tissue.
 inline std::vector<TissueRegion> segment_tissue(const io::Image& rgb, double downsample_x, double downsample_y,
-                                                const SegmentationParams& params = {}) {
-  return segment_tissue_detailed(rgb, downsample_x, downsample_y, params).regions;
+                                                const SegmentationParams& params = {}, const QcImage* qc = nullptr) {
+  return segment_tissue_detailed(rgb, downsample_x, downsample_y, params, qc).regions;
 }
 
 namespace detail {
