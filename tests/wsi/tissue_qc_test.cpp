@@ -148,7 +148,8 @@ TEST_CASE("blur_response and blur_mask match scikit-image (slideflow qc.Gaussian
   CHECK(values > 100);
 }
 
-TEST_CASE("presets: the CLAM ones stay exactly CLAM; 'histograd' is CLAM's default plus the pen filter and blur QC") {
+TEST_CASE("presets: the CLAM ones stay exactly CLAM; 'histograd' is CLAM's default plus the pen filter, blur QC and "
+          "the small-biopsy area rule") {
   for (const char* name : {"clam", "default", "tcga", "bwh_biopsy", "bwh_resection"}) {
     const auto p = wsi::SegmentationParams::preset(name);
     CHECK_FALSE(p.filter_pen);
@@ -163,7 +164,8 @@ TEST_CASE("presets: the CLAM ones stay exactly CLAM; 'histograd' is CLAM's defau
   CHECK(h.blur_threshold == 0.02);
   CHECK(h.blur_fraction == 0.6);
   CHECK((h.sthresh == c.sthresh && h.mthresh == c.mthresh && h.close == c.close && h.use_otsu == c.use_otsu &&
-         h.a_t == c.a_t && h.a_h == c.a_h && h.max_n_holes == c.max_n_holes && h.seg_level == c.seg_level));
+         h.max_n_holes == c.max_n_holes && h.seg_level == c.seg_level));
+  CHECK((h.a_t == 1 && h.a_h == 1));  // bwh_biopsy's areas: whole small biopsies are kept
 }
 
 TEST_CASE("blur QC in segment_tissue: removes a smooth smudge, keeps textured tissue, needs its QC image") {

@@ -50,13 +50,18 @@ struct SegmentationParams {
   double blur_mpp = 4, blur_sigma = 3, blur_threshold = 0.02, blur_fraction = 0.6;
 
   // "clam" (also "default"), "tcga", "bwh_biopsy", "bwh_resection": CLAM's presets/*.csv, exactly.
-  // "histograd": CLAM's default plus filter_pen and blur_qc, the command-line tool's default.
+  // "histograd": CLAM's default plus filter_pen and blur_qc, the command-line tool's default, with
+  // the small-biopsy area rule CLAM's maintainers advise (issue #27; bwh_biopsy's a_t = a_h = 1,
+  // 512² level-0 px ≈ 0.07 mm² at 0.5 µm/px): CLAM's a_t = 100 (26 M px) rejects whole biopsies
+  // and small slides outright (CMU-1-Small-Region is 6.6 M px), while dust stays out.
   static SegmentationParams preset(const std::string& name) {
     SegmentationParams p;
     if (name == "clam" || name == "default") return p;
     if (name == "histograd") {
       p.filter_pen = true;
       p.blur_qc = true;
+      p.a_t = 1;
+      p.a_h = 1;
       return p;
     }
     if (name == "tcga") {
