@@ -296,3 +296,32 @@ TEST_CASE("extract: option errors and empty slides") {
   fs::remove_all(dir);
   fs::remove_all(o.out_dir);
 }
+
+// On the real slide: the coordinates equal, in order, those of benchmarks/wsi_reference.py's grid
+// (openslide-python + cv2 CLAM segmentation with the bwh_biopsy preset, TRIDENT's global 20x grid of
+// round(256 · 0.5/0.499) = 257 level-0 px, CLAM's four_pt rule and hole test via cv2.pointPolygonTest),
+// printed by that script and pasted here.
+TEST_CASE("extract: CMU-1-Small-Region's patch coordinates match the cv2/openslide-python reference") {
+  const std::string slide = std::string(HISTOGRAD_SHARED_DATA_DIR) + "/slides/CMU-1-Small-Region.svs";
+  if (!fs::exists(slide)) {
+    MESSAGE("../shared/data/slides/CMU-1-Small-Region.svs not found: real-slide patching check skipped");
+    return;
+  }
+  const wsi::Slide s(slide);
+  const auto tissue = wsi::segment_slide(s, wsi::SegmentationParams::preset("bwh_biopsy"));
+  wsi::PatchParams p;
+  p.magnification = 20;
+  const auto grid = wsi::patch_grid(tissue.regions, 2220, 2967, wsi::level0_mpp(s), p);
+  CHECK(grid.patch_size_level0 == 257);
+  const std::vector<wsi::Coord> expected = {
+      {771, 0},     {1028, 0},    {771, 257},   {1028, 257},  {1285, 257},  {771, 514},   {1028, 514},  {1285, 514},
+      {1542, 514},  {771, 771},   {1028, 771},  {1285, 771},  {1542, 771},  {257, 1028},  {514, 1028},  {771, 1028},
+      {1028, 1028}, {1285, 1028}, {1542, 1028}, {1799, 1028}, {771, 1285},  {1028, 1285}, {1285, 1285}, {1542, 1285},
+      {1799, 1285}, {771, 1542},  {1028, 1542}, {1285, 1542}, {1542, 1542}, {771, 1799},  {1028, 1799}, {1285, 1799},
+      {1542, 1799}, {1799, 1799}, {771, 2056},  {1028, 2056}, {1285, 2056}, {1542, 2056}, {1799, 2056}, {514, 2313},
+      {771, 2313},  {1028, 2313}, {1285, 2313}, {1542, 2313}, {514, 2570},  {771, 2570},  {1028, 2570}, {1285, 2570},
+      {1542, 2570}, {514, 2827},  {771, 2827},  {1028, 2827}, {1285, 2827}, {1542, 2827}};
+  CHECK(grid.coords == expected);
+  // CLAM's default preset finds nothing on this small region (a_t = 100 x 512² px > the whole slide).
+  CHECK(wsi::segment_slide(s, wsi::SegmentationParams::preset("clam")).regions.empty());
+}

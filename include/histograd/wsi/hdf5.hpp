@@ -517,8 +517,8 @@ struct FeaturesFile {
   std::optional<PatchGridInfo> info;  // TRIDENT's files carry the grid on `coords`; CLAM's do not
 };
 
-// TRIDENT's features file: `features` (N, D) float32 with {name, savetodir, encoder}, and `coords`
-// (N, 2) int64 with the grid's attributes. N may be 0 (a slide without tissue).
+// TRIDENT's features file: `features` (N, D) float32 with {name, savetodir (the features folder),
+// encoder}, and `coords` (N, 2) int64 with the grid's attributes. N may be 0 (a slide without tissue).
 inline void write_features(const std::string& path, const float* features, int64_t count, int64_t dim,
                            const std::vector<Coord>& coords, const PatchGridInfo& info, const std::string& encoder) {
   HG_CHECK(int64_t(coords.size()) == count, "write_features", path, ": ", count, " feature rows but ", coords.size(),
@@ -526,7 +526,7 @@ inline void write_features(const std::string& path, const float* features, int64
   H5Writer w(path);
   w.write_dataset<float>("features", features, count, dim, 32);
   w.set_attribute("features", "name", info.name);
-  w.set_attribute("features", "savetodir", info.savetodir);
+  w.set_attribute("features", "savetodir", std::filesystem::absolute(path).parent_path().string());
   w.set_attribute("features", "encoder", encoder);
   w.write_dataset<int64_t>("coords", reinterpret_cast<const int64_t*>(coords.data()), count, 2);
   detail::write_coords_attributes(w, "coords", info, CoordsLayout::Trident);
