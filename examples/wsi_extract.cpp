@@ -109,10 +109,12 @@ int main(int argc, char** argv) try {
                  cli.options.model.c_str());
   wsi::Extractor extractor(cli.options);
   const auto& p = cli.options.patch;
+  char target[64];
+  if (p.mpp) std::snprintf(target, sizeof target, "%g mpp", *p.mpp);
+  else std::snprintf(target, sizeof target, "%gx", p.magnification.value_or(20));
   std::printf("model %s (%ld-d), target %s, %ld px patches, overlap %ld, %d reading threads, %zu slide(s)\n",
-              cli.options.model.c_str(), long(extractor.feature_dim()),
-              p.mpp ? (std::to_string(*p.mpp) + " mpp").c_str() : (std::to_string(p.magnification.value_or(20)) + "x").c_str(),
-              long(p.patch_size), long(p.overlap), cli.options.threads, slides.size());
+              cli.options.model.c_str(), long(extractor.feature_dim()), target, long(p.patch_size), long(p.overlap),
+              cli.options.threads, slides.size());
   std::fflush(stdout);
   const auto results = extractor.run(slides);
   int failed = 0, skipped = 0;
