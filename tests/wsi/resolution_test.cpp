@@ -66,8 +66,9 @@ synthetic::Image area_reference(const synthetic::Image& src, int64_t ow, int64_t
     for (int64_t ox = 0; ox < ow; ++ox)
       for (int c = 0; c < 3; ++c) {
         double acc = 0;
-        for (int64_t y = 0; y < src.height; ++y)
-          for (int64_t x = 0; x < src.width; ++x)
+        // Only pixels within one footprint of the output pixel can overlap it.
+        for (int64_t y = std::max<int64_t>(0, int64_t(oy * sy) - 1); y < std::min<int64_t>(src.height, int64_t((oy + 1) * sy) + 2); ++y)
+          for (int64_t x = std::max<int64_t>(0, int64_t(ox * sx) - 1); x < std::min<int64_t>(src.width, int64_t((ox + 1) * sx) + 2); ++x)
             acc += overlap(ox * sx, (ox + 1) * sx, double(x), double(x + 1)) * overlap(oy * sy, (oy + 1) * sy, double(y), double(y + 1)) *
                    src.pixels[static_cast<size_t>((y * src.width + x) * 3 + c)];
         out.pixels[static_cast<size_t>((oy * ow + ox) * 3 + c)] = static_cast<uint8_t>(std::lround(acc / (sx * sy)));
