@@ -229,8 +229,10 @@ class Extractor {
     const PatchGridInfo info = grid_info(grid, result.name, fs::path(out.patches).parent_path().string(), magnification0,
                                          slide.downsamples());
     result.patches = int64_t(grid.coords.size());
+    std::ostringstream a_t;
+    a_t << o_.segmentation.a_t;
     if (tissue.regions.empty())
-      result.message = "no tissue found: CLAM's a_t = " + std::to_string(o_.segmentation.a_t) +
+      result.message = "no tissue found: CLAM's a_t = " + a_t.str() +
                        " (in 512x512 level-0 patches) may exceed this slide's tissue; for biopsies or small regions try "
                        "the bwh_biopsy preset (a_t = 1)";
     else if (grid.coords.empty())
