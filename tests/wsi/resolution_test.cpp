@@ -164,7 +164,7 @@ TEST_CASE("level0_mpp: a slide without mpp or magnification is an error that say
   CHECK(!wsi::slide_mpp(slide).has_value());
   CHECK_THROWS_WITH_AS(wsi::level0_mpp(slide, std::nullopt),
                        has("level0_mpp: " + path + ": the slide's metadata gives no microns per pixel"), hg::Error);
-  CHECK_THROWS_WITH_AS(wsi::level0_mpp(slide, std::nullopt), has("will not guess it: pass it with --mpp <microns per pixel>"),
+  CHECK_THROWS_WITH_AS(wsi::level0_mpp(slide, std::nullopt), has("will not guess it: pass it with --slide-mpp <microns per pixel>"),
                        hg::Error);
   CHECK_THROWS_WITH_AS(wsi::level0_mpp(slide, std::nullopt), has("per-slide CSV with columns wsi,mpp"), hg::Error);
   CHECK(wsi::level0_mpp(slide, 0.5) == 0.5);

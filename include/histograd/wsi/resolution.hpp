@@ -137,7 +137,7 @@ inline double level0_mpp(const Slide& slide, std::optional<double> user_mpp = st
        ": the slide's metadata gives no microns per pixel (looked at openslide.mpp-x, openslide.mirax.MPP, aperio.MPP, "
        "hamamatsu.XResolution, openslide.comment, tiff.XResolution with tiff.ResolutionUnit inch or centimeter giving "
        "0.01-50 µm, and "
-       "openslide.objective-power) and histograd will not guess it: pass it with --mpp <microns per pixel> for all "
+       "openslide.objective-power) and histograd will not guess it: pass it with --slide-mpp <microns per pixel> for all "
        "slides, or in a per-slide CSV with columns wsi,mpp (--mpp-csv <file>)");
 }
 
