@@ -24,13 +24,14 @@ namespace {
 [[noreturn]] void usage(int code) {
   std::fprintf(code ? stderr : stdout,
                "usage: wsi_extract [--model PRESET] [--weights FILE] [--magnification X | --mpp M]\n"
-               "                   [--patch-size 256] [--overlap 0] [--preset clam_default] [--keep four_pt]\n"
+               "                   [--patch-size 256] [--overlap 0] [--preset histograd] [--keep four_pt]\n"
                "                   [--min-tissue 0] [--keep-holes] [--no-edge] [--slide-mpp M] [--mpp-csv FILE]\n"
                "                   [--out DIR] [--batch 32] [--threads N] [--npy] [--redo] [--quiet] SLIDES...\n"
                "  SLIDES: slide files, folders of them, or @file with one path per line\n"
                "  --magnification/--mpp: the target resolution (default 20x); --slide-mpp or --mpp-csv (columns\n"
                "  wsi,mpp) give the level-0 mpp of slides whose metadata has none\n"
-               "  --preset: clam_default, tcga, bwh_biopsy, bwh_resection (CLAM's segmentation presets)\n");
+               "  --preset: histograd (default: CLAM's segmentation with a_t = a_h = 1, pen filter, blur QC), or CLAM's\n"
+               "  own: clam_default, tcga, bwh_biopsy, bwh_resection\n");
   std::exit(code);
 }
 

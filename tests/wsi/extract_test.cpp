@@ -322,6 +322,12 @@ TEST_CASE("extract: CMU-1-Small-Region's patch coordinates match the cv2/opensli
       {771, 2313},  {1028, 2313}, {1285, 2313}, {1542, 2313}, {514, 2570},  {771, 2570},  {1028, 2570}, {1285, 2570},
       {1542, 2570}, {514, 2827},  {771, 2827},  {1028, 2827}, {1285, 2827}, {1542, 2827}};
   CHECK(grid.coords == expected);
-  // CLAM's default preset finds nothing on this small region (a_t = 100 x 512² px > the whole slide).
+  // CLAM's default preset finds nothing on this small region (a_t = 100 x 512² px > the whole slide);
+  // the tool's default ("histograd": a_t = 1, pen filter, blur QC) finds it.
   CHECK(wsi::segment_slide(s, wsi::SegmentationParams::preset("clam")).regions.empty());
+  const auto ours = wsi::segment_slide(s, wsi::ExtractOptions{}.segmentation);
+  REQUIRE(!ours.regions.empty());
+  const auto default_grid = wsi::patch_grid(ours.regions, 2220, 2967, wsi::level0_mpp(s), p);
+  MESSAGE("histograd preset: " << ours.regions.size() << " regions, " << default_grid.coords.size() << " patches");
+  CHECK(default_grid.coords.size() >= 40);
 }

@@ -27,6 +27,7 @@
 #include "../models/presets.hpp"
 #include "hdf5.hpp"
 #include "patching.hpp"
+#include "qc_slide.hpp"
 #include "resolution.hpp"
 #include "slide.hpp"
 #include "tissue.hpp"
@@ -46,8 +47,11 @@ struct SlideTissue {
 // CLAM's segmentTissue on a slide: seg_level −1 is the best level for downsample 64 (level 0 on a
 // one-level slide), read whole, composited on white (transparent pixels have saturation 0, as in
 // CLAM). Downsamples per axis are W0/Wl and H0/Hl (CLAM's _assertLevelDownsamples). A level above
-// 1e8 pixels is refused as CLAM refuses it, with the way out in the message.
-inline SlideTissue segment_slide(const Slide& slide, const SegmentationParams& params) {
+// 1e8 pixels is refused as CLAM refuses it, with the way out in the message. With blur_qc (the
+// "histograd" preset) the slide is also read at blur_mpp for the blur QC, which needs the level-0
+// mpp: user_mpp, else the metadata.
+inline SlideTissue segment_slide(const Slide& slide, const SegmentationParams& params,
+                                 std::optional<double> user_mpp = std::nullopt) {
   SlideTissue t;
   t.level = params.seg_level >= 0 ? params.seg_level : slide.best_level_for_downsample(64.0);
   HG_CHECK(t.level < slide.level_count(), "segment_slide", slide.path(), ": seg_level ", t.level, " but the slide has ",
@@ -60,7 +64,9 @@ inline SlideTissue segment_slide(const Slide& slide, const SegmentationParams& p
   t.downsample_x = double(w0) / double(t.width);
   t.downsample_y = double(h0) / double(t.height);
   const io::Image image = slide.read_region(0, 0, t.level, t.width, t.height, Background::White);
-  t.regions = segment_tissue(image, t.downsample_x, t.downsample_y, params);
+  std::optional<QcImage> qc;
+  if (params.blur_qc) qc = read_blur_qc_image(slide, params.blur_mpp, user_mpp);
+  t.regions = segment_tissue(image, t.downsample_x, t.downsample_y, params, qc ? &*qc : nullptr);
   return t;
 }
 
@@ -72,7 +78,7 @@ struct ExtractOptions {
   std::optional<models::ViTConfig> config;  // replaces the preset's config (tests use tiny ones)
   std::string weights;                      // checkpoint for io::load_weights; empty: random weights
   PatchParams patch;                        // target resolution, size, overlap, keep rules
-  SegmentationParams segmentation;          // SegmentationParams::preset("clam") by default
+  SegmentationParams segmentation = SegmentationParams::preset("histograd");  // CLAM + pen filter + blur QC, a_t = 1
   std::optional<double> mpp;                // level-0 mpp for every slide, over the metadata
   std::map<std::string, double> mpp_table;  // per slide (file name or name without extension), from read_mpp_csv
   std::string out_dir = "wsi_out";
@@ -221,7 +227,7 @@ class Extractor {
     SlidePool pool(slide_path, o_.threads);
     const Slide& slide = pool.slide(0);
     const double mpp0 = level0_mpp(slide, user_mpp(o_, slide_path));
-    const SlideTissue tissue = segment_slide(slide, o_.segmentation);
+    const SlideTissue tissue = segment_slide(slide, o_.segmentation, user_mpp(o_, slide_path));
     const auto [w0, h0] = slide.dimensions(0);
     const PatchGrid grid = patch_grid(tissue.regions, w0, h0, mpp0, o_.patch);
     const std::optional<int> nominal = nominal_magnification(mpp0);
