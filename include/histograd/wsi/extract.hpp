@@ -244,21 +244,31 @@ class Extractor {
     else if (grid.coords.empty())
       result.message = "tissue found but no patch kept by the keep rule / minimum tissue fraction";
 
-    // Pictures and coordinates first: they are what a user checks when the features look wrong.
-    const double picture_scale =
-        std::min(1.0 / std::max(tissue.downsample_x, tissue.downsample_y), double(o_.picture_side) / double(std::max(w0, h0)));
-    io::write_png(out.mask, tissue_mask_image(tissue.regions, std::max<int64_t>(1, std::llround(double(w0) * picture_scale)),
-                                              std::max<int64_t>(1, std::llround(double(h0) * picture_scale)), picture_scale));
+    // Coordinates first, then the pictures on a side thread while the model runs (they are what a
+    // user checks when features look wrong, and cost ~0.5 s of PNG encoding on a small slide).
     write_coords(out.patches, grid.coords, info);
-    io::Image picture = thumbnail(slide, o_.picture_side);
-    const double thumb_scale = double(picture.width) / double(w0);
-    draw_regions(picture, tissue.regions, thumb_scale, Rgb{0, 255, 0}, 2, Rgb{0, 0, 255});
-    draw_patches(picture, grid.coords, grid.patch_size_level0, thumb_scale, Rgb{255, 0, 0}, 1);
-    io::write_png(out.visualization, picture);
+    auto pictures = std::async(std::launch::async, [&] {
+      const double picture_scale = std::min(1.0 / std::max(tissue.downsample_x, tissue.downsample_y),
+                                            double(o_.picture_side) / double(std::max(w0, h0)));
+      io::write_png(out.mask, tissue_mask_image(tissue.regions, std::max<int64_t>(1, std::llround(double(w0) * picture_scale)),
+                                                std::max<int64_t>(1, std::llround(double(h0) * picture_scale)), picture_scale));
+      io::Image picture = thumbnail(slide, o_.picture_side);
+      const double thumb_scale = double(picture.width) / double(w0);
+      draw_regions(picture, tissue.regions, thumb_scale, Rgb{0, 255, 0}, 2, Rgb{0, 0, 255});
+      draw_patches(picture, grid.coords, grid.patch_size_level0, thumb_scale, Rgb{255, 0, 0}, 1);
+      io::write_png(out.visualization, picture);
+    });
 
     const auto feature_start = std::chrono::steady_clock::now();
-    std::vector<float> features = embed_patches(pool, grid, label.empty() ? result.name : label);
+    std::vector<float> features;
+    try {
+      features = embed_patches(pool, grid, label.empty() ? result.name : label);
+    } catch (...) {
+      pictures.wait();  // the side thread uses this frame's objects
+      throw;
+    }
     result.feature_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - feature_start).count();
+    pictures.get();  // rethrows a picture's Error
     const int64_t dim = config_.embed_dim;
     if (o_.npy) {
       Tensor<float> t({result.patches, dim});
