@@ -41,3 +41,9 @@
 #include "io/npy.hpp"
 #include "io/image.hpp"
 #include "data/transforms.hpp"
+
+// The whole-slide-image component needs OpenSlide and HDF5: linking histograd::wsi defines
+// HISTOGRAD_WITH_WSI (or define it yourself and link -lopenslide -lhdf5).
+#ifdef HISTOGRAD_WITH_WSI
+#include "wsi/wsi.hpp"
+#endif
