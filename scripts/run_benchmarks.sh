@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup_python.sh
-python3 -c "import openslide, cv2" 2>/dev/null || python3 -m pip install --quiet openslide-python opencv-python-headless
+python3 -c "import openslide, cv2" 2>/dev/null || python3 -m pip install --quiet pillow openslide-python opencv-python-headless
 cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_NATIVE=ON -DHISTOGRAD_BUILD_TESTS=OFF \
       -DHISTOGRAD_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build build/bench -j"$(nproc)"
