@@ -33,11 +33,9 @@ inline double peak_rss_mib() {
   return usage.ru_maxrss / 1024.0;
 }
 
-// Runs `python3 torch_reference.py <args>` and parses its "key value" lines; empty when
-// PyTorch is unavailable (the table then prints n/a).
-inline std::map<std::string, double> run_torch_reference(const std::string& args) {
+// Runs a shell command and parses the "key value" lines it prints; empty when it cannot run.
+inline std::map<std::string, double> run_and_parse(const std::string& command) {
   std::map<std::string, double> out;
-  std::string command = "python3 " HISTOGRAD_BENCHMARKS_DIR "/torch_reference.py " + args + " 2>/dev/null";
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return out;
   std::array<char, 512> line{};
@@ -49,6 +47,17 @@ inline std::map<std::string, double> run_torch_reference(const std::string& args
   }
   pclose(pipe);
   return out;
+}
+
+// Runs `python3 <script> <args>` from the benchmarks folder; empty when Python or the script's
+// imports are missing (the tables then print n/a).
+inline std::map<std::string, double> run_reference_script(const std::string& script, const std::string& args) {
+  return run_and_parse("python3 " HISTOGRAD_BENCHMARKS_DIR "/" + script + " " + args + " 2>/dev/null");
+}
+
+// The same work through PyTorch (torch_reference.py), for the ratio columns.
+inline std::map<std::string, double> run_torch_reference(const std::string& args) {
+  return run_reference_script("torch_reference.py", args);
 }
 
 }  // namespace bench

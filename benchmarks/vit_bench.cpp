@@ -32,19 +32,7 @@ hg::models::ViTConfig timm_vit(const std::string& size) {
 
 std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
-std::map<std::string, double> run_child(const std::string& args) {
-  std::map<std::string, double> out;
-  FILE* pipe = popen((self_exe() + " " + args).c_str(), "r");
-  if (!pipe) return out;
-  char line[512];
-  while (fgets(line, sizeof line, pipe)) {
-    char key[128];
-    double value;
-    if (std::sscanf(line, "%127s %lf", key, &value) == 2) out[key] = value;
-  }
-  pclose(pipe);
-  return out;
-}
+std::map<std::string, double> run_child(const std::string& args) { return bench::run_and_parse(self_exe() + " " + args); }
 
 int forward_child(const std::string& size, int64_t batch, int repeats) {
   auto model = hg::models::vit<float>(timm_vit(size));

@@ -20,21 +20,6 @@ namespace wsi = histograd::wsi;
 
 namespace {
 
-std::map<std::string, double> run_python(const std::string& args) {
-  std::map<std::string, double> out;
-  const std::string command = "python3 " HISTOGRAD_BENCHMARKS_DIR "/wsi_reference.py " + args + " 2>/dev/null";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) return out;
-  char line[512];
-  while (fgets(line, sizeof line, pipe)) {
-    char key[128];
-    double value;
-    if (std::sscanf(line, "%127s %lf", key, &value) == 2) out[key] = value;
-  }
-  pclose(pipe);
-  return out;
-}
-
 void row(const char* what, double hg_rate, double py_rate, const char* unit) {
   if (py_rate > 0)
     std::printf("| %-44s | %9.1f %s | %9.1f %s | %5.2f |\n", what, hg_rate, unit, py_rate, unit, hg_rate / py_rate);
@@ -70,7 +55,7 @@ int main(int argc, char** argv) try {
         patches = int64_t(grid.coords.size());
       },
       repeats);
-  const auto py_tile = run_python("tile " + slide_path + " " + std::to_string(repeats));
+  const auto py_tile = bench::run_reference_script("wsi_reference.py", "tile " + slide_path + " " + std::to_string(repeats));
 
   // Features: the extractor's whole slide run.
   const std::string out = (std::filesystem::temp_directory_path() / "histograd_wsi_bench").string();
@@ -90,7 +75,7 @@ int main(int argc, char** argv) try {
     return 1;
   }
   std::filesystem::remove_all(out);
-  const auto py_feat = run_python("features " + slide_path + " 32 2");
+  const auto py_feat = bench::run_reference_script("wsi_reference.py", "features " + slide_path + " 32 2");
 
   const double py_tile_rate = py_tile.count("tile_seconds") ? py_tile.at("tile_patches") / py_tile.at("tile_seconds") : 0;
   const double py_feat_rate =

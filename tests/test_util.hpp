@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <histograd/histograd.hpp>
@@ -75,4 +77,18 @@ inline std::vector<std::string> fixture_index_lines(const std::string& dir) {
   for (std::string line; std::getline(index, line);)
     if (!line.empty() && line[0] != '#') lines.push_back(line);
   return lines;
+}
+
+// FNV-1a 64 of a byte range as 16 hex digits: the fixture scripts store hashes of images and
+// point lists in this form (Python: the same loop over bytes).
+inline std::string fnv1a_hex(const void* data, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
 }

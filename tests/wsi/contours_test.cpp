@@ -16,17 +16,7 @@ namespace io = histograd::io;
 
 namespace {
 
-std::string fnv(const void* data, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
+std::string fnv(const void* data, size_t n) { return fnv1a_hex(data, n); }
 
 wsi::GrayImage from_rows(const std::vector<std::string>& rows) {
   wsi::GrayImage g(static_cast<int64_t>(rows[0].size()), static_cast<int64_t>(rows.size()));

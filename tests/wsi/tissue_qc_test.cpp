@@ -17,16 +17,7 @@ namespace hg = histograd;
 
 namespace {
 
-std::string fnv(const std::vector<uint8_t>& v) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (uint8_t b : v) {
-    h ^= b;
-    h *= 0x100000001b3ULL;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
+std::string fnv(const std::vector<uint8_t>& v) { return fnv1a_hex(v.data(), v.size()); }
 
 std::string shared_dir() { return std::string(HISTOGRAD_SHARED_DATA_DIR) + "/"; }
 
