@@ -139,3 +139,13 @@ TEST_CASE("the caching allocator reuses freed large blocks and can be emptied") 
   hg::empty_cache();
   CHECK(hg::CpuAllocator::instance().cached_bytes() == 0);
 }
+
+#ifndef HISTOGRAD_WITH_CUDA
+TEST_CASE("device: without histograd::cuda, asking for a CUDA tensor is a clear Error") {
+  hg::Tensor<float> host = hg::ones<float>({3});
+  CHECK_THROWS_WITH_AS(host.cuda(), doctest::Contains("built without CUDA"), hg::Error);
+  CHECK_THROWS_WITH_AS(hg::Tensor<float>({2}, hg::Device::cuda()), doctest::Contains("built without CUDA"), hg::Error);
+  CHECK(host.to(hg::Device::cpu()).is_same(host));
+  CHECK(hg::Device::cuda(1).str() == "cuda:1");
+}
+#endif

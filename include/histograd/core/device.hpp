@@ -1,5 +1,6 @@
-// Where a tensor's storage lives. Only the CPU executes today; the CUDA backend plugs
-// into the same tag, and ops check it so a mixed-device call fails with a clear message.
+// Where a tensor's storage lives: the CPU, or a CUDA device when histograd::cuda is linked.
+// Ops check it, so a mixed-device call, or a CUDA tensor reaching an op that has no CUDA
+// kernel yet, fails with a clear message.
 #pragma once
 #include <ostream>
 #include <string>
@@ -11,6 +12,8 @@ enum class DeviceType { CPU, CUDA };
 struct Device {
   DeviceType type = DeviceType::CPU;
   int index = 0;
+  static Device cpu() { return Device{}; }
+  static Device cuda(int index = 0) { return Device{DeviceType::CUDA, index}; }
   bool is_cpu() const { return type == DeviceType::CPU; }
   bool is_cuda() const { return type == DeviceType::CUDA; }
   bool operator==(const Device& other) const = default;

@@ -15,6 +15,9 @@
 
 #include "device.hpp"
 #include "error.hpp"
+#ifdef HISTOGRAD_WITH_CUDA
+#include "../cuda/runtime.hpp"
+#endif
 
 namespace histograd {
 
@@ -95,15 +98,29 @@ template <class T>
 class Storage {
  public:
   // Owning, uninitialised buffer of `count` elements.
-  explicit Storage(int64_t count) : size_(count) {
+  explicit Storage(int64_t count) : Storage(count, kCPU) {}
+  // Owning, uninitialised buffer on `device`: CUDA memory comes from the caching allocator of
+  // cuda/runtime.cu, and asking for it in a build without histograd::cuda is an Error.
+  Storage(int64_t count, Device device) : size_(count), device_(device) {
     HG_CHECK(count >= 0, "Storage", "negative element count ", count);
-    size_t bytes = CpuAllocator::rounded_size(static_cast<size_t>(count) * sizeof(T));
-    data_ = static_cast<T*>(CpuAllocator::instance().allocate(bytes));
-    release_ = [bytes](T* p) { CpuAllocator::instance().release(p, bytes); };
+    if (device.is_cpu()) {
+      size_t bytes = CpuAllocator::rounded_size(static_cast<size_t>(count) * sizeof(T));
+      data_ = static_cast<T*>(CpuAllocator::instance().allocate(bytes));
+      release_ = [bytes](T* p) { CpuAllocator::instance().release(p, bytes); };
+      return;
+    }
+#ifdef HISTOGRAD_WITH_CUDA
+    cuda::set_device(device.index);
+    const size_t bytes = static_cast<size_t>(count) * sizeof(T);
+    data_ = static_cast<T*>(cuda::allocate(bytes));
+    release_ = [bytes](T* p) { cuda::release(p, bytes); };
+#else
+    fail("Storage", "cannot allocate on ", device.str(), ": histograd was built without CUDA (link histograd::cuda)");
+#endif
   }
   // Non-owning (or custom-owning) view of external memory.
-  Storage(T* external, int64_t count, std::function<void(T*)> release)
-      : data_(external), size_(count), release_(std::move(release)) {}
+  Storage(T* external, int64_t count, std::function<void(T*)> release, Device device = kCPU)
+      : data_(external), size_(count), release_(std::move(release)), device_(device) {}
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage() {

@@ -41,10 +41,10 @@ class Tensor {
 
   Tensor() = default;
   // A new contiguous tensor with uninitialised contents (factories fill it).
-  explicit Tensor(const Shape& shape) {
+  explicit Tensor(const Shape& shape, Device device = kCPU) {
     for (int64_t s : shape) HG_CHECK(s >= 0, "Tensor", "negative size in shape ", to_string(shape));
     impl_ = std::make_shared<TensorImpl<T>>();
-    impl_->storage = std::make_shared<Storage<T>>(numel_of(shape));
+    impl_->storage = std::make_shared<Storage<T>>(numel_of(shape), device);
     impl_->shape = shape;
     impl_->strides = contiguous_strides(shape);
   }
@@ -83,8 +83,13 @@ class Tensor {
   const std::shared_ptr<Storage<T>>& storage() const { return checked()->storage; }
 
   // ---- element access ----
-  T* data() { return checked()->storage->data() + impl_->offset; }
-  const T* data() const { return checked()->storage->data() + impl_->offset; }
+  // Host pointer to the first element. Every CPU kernel reads through here, so a CUDA tensor
+  // that reaches an op without a CUDA path stops with a clear Error instead of a host read of
+  // device memory. Kernel launchers take device_data().
+  T* data() { return host_checked()->storage->data() + impl_->offset; }
+  const T* data() const { return host_checked()->storage->data() + impl_->offset; }
+  // The first element's address on whatever device holds it (for CUDA launchers).
+  T* device_data() const { return checked()->storage->data() + impl_->offset; }
   T item() const {
     HG_CHECK(numel() == 1, "item", "expected a tensor with one element, got shape ", to_string(shape()));
     return *data();
@@ -128,6 +133,11 @@ class Tensor {
   Tensor contiguous() const;
   Tensor clone() const;
   template <class U> Tensor<U> to() const;
+  // A copy on `device` (this tensor itself when it is already there), contiguous, detached
+  // from autograd; .cpu() and .cuda(i) are shorthands.
+  Tensor to(Device device) const;
+  Tensor cpu() const { return to(kCPU); }
+  Tensor cuda(int index = 0) const { return to(Device::cuda(index)); }
 
   // ---- in-place writes, for optimizers and initialisers (not recorded by autograd) ----
   Tensor& fill_(T value);
@@ -138,6 +148,12 @@ class Tensor {
   TensorImpl<T>* checked() const {
     HG_CHECK(impl_ != nullptr, "Tensor", "operation on an undefined tensor (default-constructed or empty result)");
     return impl_.get();
+  }
+  TensorImpl<T>* host_checked() const {
+    TensorImpl<T>* impl = checked();
+    HG_CHECK(impl->storage->device().is_cpu(), "Tensor", "host access to a ", impl->storage->device().str(),
+             " tensor: this op has no CUDA kernel yet; move the tensor with .cpu() first");
+    return impl;
   }
   int64_t element_offset(std::initializer_list<int64_t> index) const {
     HG_CHECK(static_cast<int64_t>(index.size()) == dim(), "at", "expected ", dim(), " indices, got ", index.size());
@@ -174,7 +190,38 @@ void for_each_offset(const Shape& shape, const Shape& strides, int64_t base, F&&
 }
 
 template <class T>
+Tensor<T> Tensor<T>::to(Device device) const {
+  const Device from = this->device();
+  if (from == device) return *this;
+#ifdef HISTOGRAD_WITH_CUDA
+  const size_t bytes = static_cast<size_t>(numel()) * sizeof(T);
+  if (from.is_cpu()) {  // host -> device: make the host side contiguous, then one copy
+    Tensor<T> host = contiguous(), out(shape(), device);
+    cuda::set_device(device.index);
+    cuda::copy(out.device_data(), host.data(), bytes, cuda::CopyKind::HostToDevice);
+    return out;
+  }
+  // From a device: copy the storage span this view covers, then lay it out on the target.
+  int64_t low = 0, high = 0;
+  for (int64_t d = 0; d < dim(); ++d) (strides()[d] < 0 ? low : high) += (shape()[d] - 1) * strides()[d];
+  const int64_t span = numel() == 0 ? 0 : high - low + 1;
+  Tensor<T> staged(Shape{span}, device.is_cpu() ? kCPU : device);
+  cuda::set_device(from.index);
+  cuda::copy(staged.device_data(), device_data() + low, static_cast<size_t>(span) * sizeof(T),
+             device.is_cpu() ? cuda::CopyKind::DeviceToHost : cuda::CopyKind::DeviceToDevice);
+  Tensor<T> view(staged.storage(), shape(), strides(), -low);
+  if (device.is_cpu()) return view.contiguous();
+  HG_CHECK(view.is_contiguous(), "Tensor::to", "a strided view copied between CUDA devices must be contiguous first");
+  return view;
+#else
+  fail("Tensor::to", "cannot move a ", from.str(), " tensor to ", device.str(),
+       ": histograd was built without CUDA (link histograd::cuda)");
+#endif
+}
+
+template <class T>
 std::vector<T> Tensor<T>::to_vector() const {
+  if (!device().is_cpu()) return cpu().to_vector();
   std::vector<T> out;
   out.reserve(static_cast<size_t>(numel()));
   const T* base = storage()->data();

@@ -13,12 +13,12 @@ namespace histograd::cpu {
 // out[i] = f(a[i]) into an existing tensor `out` of a's shape (any strides).
 template <class Out, class A, class F>
 void map_into(Tensor<Out>& out, const Tensor<A>& a, F f) {
-  Out* po = out.storage()->data();
-  const A* pa = a.storage()->data();
+  Out* po = out.data();  // data() refuses device tensors: these loops run on the host
+  const A* pa = a.data();
   strided_loop<2>(out.shape(), {out.strides(), broadcast_strides(a.shape(), a.strides(), out.shape())},
                   [&](const Offsets<2>& off, int64_t n, const Offsets<2>& st) {
-                    Out* o = po + out.storage_offset() + off[0];
-                    const A* x = pa + a.storage_offset() + off[1];
+                    Out* o = po + off[0];
+                    const A* x = pa + off[1];
                     if (st[0] == 1 && st[1] == 1)
                       for (int64_t k = 0; k < n; ++k) o[k] = f(x[k]);
                     else
@@ -38,8 +38,8 @@ template <class Out, class A, class B, class F>
 Tensor<Out> map(const Tensor<A>& a, const Tensor<B>& b, F f, const char* op) {
   Tensor<Out> out(broadcast_shapes(a.shape(), b.shape(), op));
   Out* po = out.data();
-  const A* pa = a.storage()->data() + a.storage_offset();
-  const B* pb = b.storage()->data() + b.storage_offset();
+  const A* pa = a.data();
+  const B* pb = b.data();
   strided_loop<3>(out.shape(),
                   {out.strides(), broadcast_strides(a.shape(), a.strides(), out.shape()),
                    broadcast_strides(b.shape(), b.strides(), out.shape())},
@@ -63,9 +63,9 @@ template <class Out, class A, class B, class C, class F>
 Tensor<Out> map(const Tensor<A>& a, const Tensor<B>& b, const Tensor<C>& c, F f, const char* op) {
   Tensor<Out> out(broadcast_shapes(broadcast_shapes(a.shape(), b.shape(), op), c.shape(), op));
   Out* po = out.data();
-  const A* pa = a.storage()->data() + a.storage_offset();
-  const B* pb = b.storage()->data() + b.storage_offset();
-  const C* pc = c.storage()->data() + c.storage_offset();
+  const A* pa = a.data();
+  const B* pb = b.data();
+  const C* pc = c.data();
   strided_loop<4>(out.shape(),
                   {out.strides(), broadcast_strides(a.shape(), a.strides(), out.shape()),
                    broadcast_strides(b.shape(), b.strides(), out.shape()),

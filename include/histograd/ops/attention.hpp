@@ -33,7 +33,7 @@ Tensor<T> attention_layout(const Tensor<T>& t, const Shape& target, bool need_un
 template <class T>
 cpu::AttentionOperand<T> attention_operand(const Tensor<T>& t, const Shape& batch_shape) {
   cpu::AttentionOperand<T> op;
-  op.data = t.storage()->data();
+  op.data = t.data() - t.storage_offset();  // data() refuses device tensors
   op.row_stride = t.stride(-2);
   op.col_stride = t.stride(-1);
   Shape batch_strides(t.strides().begin(), t.strides().begin() + static_cast<std::ptrdiff_t>(batch_shape.size()));
