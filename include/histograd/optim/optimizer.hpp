@@ -1,113 +1,393 @@
-// Optimizers over a list of parameter tensors: SGD (momentum, Nesterov, weight decay) and
-// AdamW (Loshchilov & Hutter; torch.optim.AdamW's update order and bias correction).
-// step() runs under NoGradGuard and writes parameters in place; zero_grad() drops grads.
+// Optimizers over parameter groups: SGD (momentum, Nesterov, weight decay; torch.optim.SGD's
+// update order) and AdamW (Loshchilov & Hutter; torch.optim.AdamW's update order, bias
+// correction counted per parameter). Groups carry lr / weight decay and DINOv2's multipliers
+// (dinov2/train/train.py apply_optim_scheduler), so schedules are driven per iteration the way
+// DINO (main_dino.py) and DINOv2 do it. step() runs under NoGradGuard and writes in place.
 #pragma once
 #include <cmath>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "../autograd/grad_mode.hpp"
 #include "../core/factories.hpp"
 #include "../core/tensor.hpp"
+#include "../cpu/parallel.hpp"
+#include "../nn/module.hpp"
 
 namespace histograd::optim {
+
+// One torch-style param group. The step uses lr·lr_multiplier and weight_decay·wd_multiplier,
+// so a schedule writes the base values every iteration and the multipliers (DINOv2's
+// layer-wise decay, patch_embed_lr_mult, wd 0 for norms) stay put. `names` is empty or one
+// name per parameter; names become the keys of the optimizer state.
+template <class T>
+struct ParamGroup {
+  std::vector<Tensor<T>> params;
+  std::vector<std::string> names;
+  double lr = 0, weight_decay = 0, lr_multiplier = 1, wd_multiplier = 1;
+  bool is_last_layer = false;  // DINOv2: takes the last-layer lr schedule (zero while frozen)
+
+  double effective_lr() const { return lr * lr_multiplier; }
+  double effective_weight_decay() const { return weight_decay * wd_multiplier; }
+};
+
+// Everything an optimizer needs to continue exactly: per-parameter tensors (moments, momentum
+// buffers) and scalars (step counts, the groups' current lr / weight decay).
+template <class T>
+struct OptimizerState {
+  std::map<std::string, Tensor<T>> tensors;
+  std::map<std::string, double> scalars;
+};
+
+// Which parameters decay in make_param_groups.
+enum class DecayRule {
+  module_default,  // nn::Module::parameter_groups(): 1-D, *.bias and the model's no_weight_decay() names
+  dino_reference,  // DINO utils.get_params_groups exactly: 1-D or *.bias only (pos_embed, cls_token decay)
+};
+
+// DINO's two groups: {regularized, weight_decay = weight_decay}, {not_regularized, weight_decay = 0}.
+// Parameters with requires_grad off are left out, as get_params_groups does.
+template <class T>
+std::vector<ParamGroup<T>> make_param_groups(nn::Module<T>& module, double weight_decay, double lr = 0,
+                                             DecayRule rule = DecayRule::module_default) {
+  ParamGroup<T> regularized, not_regularized;
+  regularized.lr = not_regularized.lr = lr;
+  regularized.weight_decay = weight_decay;
+  auto add = [](ParamGroup<T>& group, const std::string& name, const Tensor<T>& p) {
+    if (!p.requires_grad()) return;
+    group.params.push_back(p);
+    group.names.push_back(name);
+  };
+  if (rule == DecayRule::module_default) {
+    nn::ParameterGroups<T> split = module.parameter_groups();
+    for (size_t i = 0; i < split.decay.size(); ++i) add(regularized, split.decay_names[i], split.decay[i]);
+    for (size_t i = 0; i < split.no_decay.size(); ++i) add(not_regularized, split.no_decay_names[i], split.no_decay[i]);
+  } else {
+    for (auto& [name, p] : module.named_parameters()) {
+      const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+      add(is_bias || p.dim() == 1 ? not_regularized : regularized, name, p);
+    }
+  }
+  return {regularized, not_regularized};
+}
 
 template <class T>
 class Optimizer {
  public:
-  explicit Optimizer(std::vector<Tensor<T>> params) : params_(std::move(params)) {
-    for (const auto& p : params_)
-      HG_CHECK(p.defined() && p.is_leaf() && p.is_contiguous(), "Optimizer",
-               "parameters must be defined contiguous leaf tensors");
+  Optimizer(std::vector<ParamGroup<T>> groups, const char* name) : groups_(std::move(groups)), name_(name) {
+    std::set<std::string> seen;
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      const ParamGroup<T>& group = groups_[g];
+      HG_CHECK(group.names.empty() || group.names.size() == group.params.size(), name_, "group ", g, " has ",
+               group.params.size(), " parameters but ", group.names.size(), " names (expected none or one each)");
+      base_weight_decay_.push_back(group.weight_decay);
+      constructed_counts_.push_back(group.params.size());
+      for (size_t i = 0; i < group.params.size(); ++i) {
+        const Tensor<T>& p = group.params[i];
+        HG_CHECK(p.defined() && p.is_leaf() && p.is_contiguous(), name_,
+                 "parameters must be defined contiguous leaf tensors (group ", g, ", parameter ", i, ")");
+        HG_CHECK(seen.insert(key(g, i)).second, name_, "parameter name '", key(g, i), "' appears twice");
+      }
+    }
   }
   virtual ~Optimizer() = default;
   virtual void step() = 0;
+
   void zero_grad() {
-    for (auto& p : params_) p.zero_grad();
+    for (auto& group : groups_)
+      for (auto& p : group.params) p.zero_grad();
   }
-  const std::vector<Tensor<T>>& params() const { return params_; }
+  // The groups, to change lr / weight_decay / multipliers between steps. Their parameter lists
+  // must not change after construction (step() checks the counts).
+  std::vector<ParamGroup<T>>& groups() { return groups_; }
+  const std::vector<ParamGroup<T>>& groups() const { return groups_; }
+  std::vector<Tensor<T>> params() const {
+    std::vector<Tensor<T>> out;
+    for (const auto& group : groups_) out.insert(out.end(), group.params.begin(), group.params.end());
+    return out;
+  }
+
+  // Every group's lr (DINO: param_group["lr"] = lr_schedule[it] on all groups).
+  void set_lr(double lr) {
+    for (auto& group : groups_) group.lr = lr;
+  }
+  // DINOv2: groups marked is_last_layer take last_layer_lr, the others lr.
+  void set_lr(double lr, double last_layer_lr) {
+    for (auto& group : groups_) group.lr = group.is_last_layer ? last_layer_lr : lr;
+  }
+  // The rule: only groups built with a non-zero weight_decay take the new value, so DINO's
+  // not_regularized group (built with 0) stays at 0 as main_dino.py keeps it; DINOv2's groups
+  // are all built with the base value and zeroed by wd_multiplier where they must not decay.
+  void set_weight_decay(double weight_decay) {
+    for (size_t g = 0; g < groups_.size(); ++g)
+      if (base_weight_decay_[g] != 0) groups_[g].weight_decay = weight_decay;
+  }
+
+  // State keys use the parameter's name, or "group<g>.<i>" where the group has no names:
+  // "group<g>.lr" / ".weight_decay" / ".lr_multiplier" / ".wd_multiplier" and the subclass's
+  // per-parameter entries.
+  OptimizerState<T> state() const {
+    OptimizerState<T> out;
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      const std::string prefix = "group" + std::to_string(g) + ".";
+      out.scalars[prefix + "lr"] = groups_[g].lr;
+      out.scalars[prefix + "weight_decay"] = groups_[g].weight_decay;
+      out.scalars[prefix + "lr_multiplier"] = groups_[g].lr_multiplier;
+      out.scalars[prefix + "wd_multiplier"] = groups_[g].wd_multiplier;
+    }
+    export_state(out);
+    return out;
+  }
+  // Restores state(). Everything is checked before anything is written: a missing, unexpected
+  // or mis-shaped entry throws naming its key and leaves the optimizer as it was.
+  void load_state(const OptimizerState<T>& state) {
+    std::map<std::string, Shape> tensors;
+    std::set<std::string> scalars;
+    for (size_t g = 0; g < groups_.size(); ++g)
+      for (const char* field : {"lr", "weight_decay", "lr_multiplier", "wd_multiplier"})
+        scalars.insert("group" + std::to_string(g) + "." + field);
+    expected_entries(tensors, scalars);
+    const std::string counts = ::histograd::detail::concat("expected ", tensors.size(), " tensors and ", scalars.size(),
+                                              " scalars, got ", state.tensors.size(), " and ", state.scalars.size());
+    for (const auto& [k, shape] : tensors) {
+      auto it = state.tensors.find(k);
+      HG_CHECK(it != state.tensors.end(), name_, "load_state: missing tensor '", k, "' (", counts, ")");
+      HG_CHECK(it->second.defined() && it->second.shape() == shape, name_, "load_state: tensor '", k, "' has shape ",
+               it->second.defined() ? to_string(it->second.shape()) : "undefined", ", expected ", to_string(shape));
+    }
+    for (const auto& k : scalars)
+      HG_CHECK(state.scalars.count(k), name_, "load_state: missing scalar '", k, "' (", counts, ")");
+    for (const auto& [k, v] : state.tensors)
+      HG_CHECK(tensors.count(k), name_, "load_state: unexpected tensor '", k, "' (", counts, ")");
+    for (const auto& [k, v] : state.scalars)
+      HG_CHECK(scalars.count(k), name_, "load_state: unexpected scalar '", k, "' (", counts, ")");
+    check_scalars(state);
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      const std::string prefix = "group" + std::to_string(g) + ".";
+      groups_[g].lr = state.scalars.at(prefix + "lr");
+      groups_[g].weight_decay = state.scalars.at(prefix + "weight_decay");
+      groups_[g].lr_multiplier = state.scalars.at(prefix + "lr_multiplier");
+      groups_[g].wd_multiplier = state.scalars.at(prefix + "wd_multiplier");
+    }
+    NoGradGuard no_grad;
+    import_state(state);
+  }
 
  protected:
-  std::vector<Tensor<T>> params_;
+  // A subclass adds its per-parameter entries to a state, names them with shapes, checks
+  // their values, and reads them back (after load_state has validated keys and shapes).
+  virtual void export_state(OptimizerState<T>& out) const = 0;
+  virtual void expected_entries(std::map<std::string, Shape>& tensors, std::set<std::string>& scalars) const = 0;
+  virtual void check_scalars(const OptimizerState<T>&) const {}
+  virtual void import_state(const OptimizerState<T>& state) = 0;
+
+  std::string key(size_t g, size_t i) const {
+    const ParamGroup<T>& group = groups_[g];
+    return group.names.empty() ? "group" + std::to_string(g) + "." + std::to_string(i) : group.names[i];
+  }
+  // One zero tensor per parameter.
+  std::vector<std::vector<Tensor<T>>> make_buffers() const {
+    std::vector<std::vector<Tensor<T>>> out(groups_.size());
+    for (size_t g = 0; g < groups_.size(); ++g)
+      for (const auto& p : groups_[g].params) out[g].push_back(zeros<T>(p.shape()));
+    return out;
+  }
+  // Calls fn(g, i, key) for every parameter.
+  template <class Fn>
+  void for_each_param(Fn&& fn) const {
+    for (size_t g = 0; g < groups_.size(); ++g)
+      for (size_t i = 0; i < groups_[g].params.size(); ++i) fn(g, i, key(g, i));
+  }
+  // The parameter's gradient as a contiguous tensor of its shape, or undefined when it has none.
+  Tensor<T> gradient(size_t g, size_t i) const {
+    HG_CHECK(groups_[g].params.size() == constructed_counts_[g], name_, "group ", g, " had ", constructed_counts_[g],
+             " parameters at construction, now ", groups_[g].params.size(),
+             " (build a new optimizer to change the parameter list)");
+    const Tensor<T>& p = groups_[g].params[i];
+    Tensor<T> grad = p.grad();
+    if (!grad.defined()) return grad;
+    HG_CHECK(grad.shape() == p.shape(), name_, "gradient of '", key(g, i), "' has shape ", to_string(grad.shape()),
+             ", expected the parameter's ", to_string(p.shape()));
+    return grad.contiguous();  // a user's set_grad() may have installed a strided view
+  }
+  void bump(size_t g, size_t i) { groups_[g].params[i].storage()->bump_version(); }
+
+  std::vector<ParamGroup<T>> groups_;
+  const char* name_;
+
+ private:
+  std::vector<double> base_weight_decay_;
+  std::vector<size_t> constructed_counts_;
 };
 
 template <class T>
 class SGD : public Optimizer<T> {
  public:
-  SGD(std::vector<Tensor<T>> params, double lr, double momentum = 0, double weight_decay = 0, bool nesterov = false)
-      : Optimizer<T>(std::move(params)), lr(lr), momentum(momentum), weight_decay(weight_decay), nesterov(nesterov) {
-    for (const auto& p : this->params_) buffers_.push_back(zeros<T>(p.shape()));
+  SGD(std::vector<ParamGroup<T>> groups, double momentum = 0, bool nesterov = false)
+      : Optimizer<T>(std::move(groups), "SGD"), momentum(momentum), nesterov(nesterov) {
+    HG_CHECK(!nesterov || momentum > 0, "SGD", "Nesterov momentum requires momentum > 0, got ", momentum);
+    buffers_ = this->make_buffers();
+    for (const auto& group : this->groups_) has_buffer_.emplace_back(group.params.size(), false);
   }
-  // g += wd p;  b = μ b + g;  p -= lr (nesterov ? g + μ b : b)
+  // The original one-group form.
+  SGD(std::vector<Tensor<T>> params, double lr, double momentum = 0, double weight_decay = 0, bool nesterov = false)
+      : SGD(std::vector<ParamGroup<T>>{ParamGroup<T>{std::move(params), {}, lr, weight_decay}}, momentum, nesterov) {}
+
+  // g += wd p;  b = g on a parameter's first step, else μ b + g;  p -= lr (nesterov ? g + μ b : b).
+  // A parameter without a gradient is skipped and its buffer starts when its first gradient comes.
   void step() override {
     NoGradGuard no_grad;
-    for (size_t i = 0; i < this->params_.size(); ++i) {
-      Tensor<T> grad = this->params_[i].grad();
-      if (!grad.defined()) continue;
-      grad = grad.contiguous();  // a user's set_grad() may have installed a strided view
-      T* p = this->params_[i].data();
-      T* b = buffers_[i].data();
-      const T* g = grad.data();
-      for (int64_t k = 0, n = grad.numel(); k < n; ++k) {
-        T d = g[k] + T(weight_decay) * p[k];
-        if (momentum != 0) {
-          b[k] = first_step_ ? d : T(momentum) * b[k] + d;
-          d = nesterov ? d + T(momentum) * b[k] : b[k];
-        }
-        p[k] -= T(lr) * d;
+    for (size_t g = 0; g < this->groups_.size(); ++g) {
+      const T lr = T(this->groups_[g].effective_lr()), weight_decay = T(this->groups_[g].effective_weight_decay());
+      const T mu = T(momentum);
+      for (size_t i = 0; i < this->groups_[g].params.size(); ++i) {
+        Tensor<T> grad = this->gradient(g, i);
+        if (!grad.defined()) continue;
+        T* p = this->groups_[g].params[i].data();
+        T* b = buffers_[g][i].data();
+        const T* gr = grad.data();
+        const bool first = !has_buffer_[g][i];
+        const bool use_momentum = momentum != 0, use_nesterov = nesterov;
+        cpu::parallel_for(grad.numel(), 8, [&](int64_t begin, int64_t end) {
+          for (int64_t k = begin; k < end; ++k) {
+            T d = gr[k] + weight_decay * p[k];
+            if (use_momentum) {
+              b[k] = first ? d : mu * b[k] + d;
+              d = use_nesterov ? d + mu * b[k] : b[k];
+            }
+            p[k] = p[k] + (-lr) * d;
+          }
+        });
+        if (momentum != 0) has_buffer_[g][i] = true;
+        this->bump(g, i);
       }
-      this->params_[i].storage()->bump_version();
     }
-    first_step_ = false;
   }
-  double lr, momentum, weight_decay;
+
+  double momentum;
   bool nesterov;
 
+ protected:
+  // "<name>.momentum_buffer" tensors and "<name>.has_momentum_buffer" (0/1) scalars.
+  void export_state(OptimizerState<T>& out) const override {
+    this->for_each_param([&](size_t g, size_t i, const std::string& k) {
+      out.tensors[k + ".momentum_buffer"] = buffers_[g][i].clone();
+      out.scalars[k + ".has_momentum_buffer"] = has_buffer_[g][i] ? 1 : 0;
+    });
+  }
+  void expected_entries(std::map<std::string, Shape>& tensors, std::set<std::string>& scalars) const override {
+    this->for_each_param([&](size_t g, size_t i, const std::string& k) {
+      tensors[k + ".momentum_buffer"] = this->groups_[g].params[i].shape();
+      scalars.insert(k + ".has_momentum_buffer");
+    });
+  }
+  void import_state(const OptimizerState<T>& state) override {
+    this->for_each_param([&](size_t g, size_t i, const std::string& k) {
+      buffers_[g][i].copy_(state.tensors.at(k + ".momentum_buffer"));
+      has_buffer_[g][i] = state.scalars.at(k + ".has_momentum_buffer") != 0;
+    });
+  }
+
  private:
-  std::vector<Tensor<T>> buffers_;
-  bool first_step_ = true;
+  std::vector<std::vector<Tensor<T>>> buffers_;
+  std::vector<std::vector<bool>> has_buffer_;
 };
 
 template <class T>
 class AdamW : public Optimizer<T> {
  public:
+  AdamW(std::vector<ParamGroup<T>> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
+      : Optimizer<T>(std::move(groups), "AdamW"), beta1(beta1), beta2(beta2), eps(eps) {
+    HG_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW", "expected betas in [0, 1), got (",
+             beta1, ", ", beta2, ")");
+    exp_avg_ = this->make_buffers();
+    exp_avg_sq_ = this->make_buffers();
+    for (const auto& group : this->groups_) steps_.emplace_back(group.params.size(), 0);
+  }
+  // The original one-group form.
   AdamW(std::vector<Tensor<T>> params, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
         double weight_decay = 1e-2)
-      : Optimizer<T>(std::move(params)), lr(lr), beta1(beta1), beta2(beta2), eps(eps), weight_decay(weight_decay) {
-    for (const auto& p : this->params_) {
-      exp_avg_.push_back(zeros<T>(p.shape()));
-      exp_avg_sq_.push_back(zeros<T>(p.shape()));
-    }
-  }
-  // p *= 1 - lr wd;  m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²;
-  // p -= lr / (1-β1^t) · m / (sqrt(v / (1-β2^t)) + eps)
+      : AdamW(std::vector<ParamGroup<T>>{ParamGroup<T>{std::move(params), {}, lr, weight_decay}}, beta1, beta2, eps) {}
+
+  // Per parameter with a gradient, t its own step count:
+  // p *= 1 - lr wd;  m += (1-β1)(g - m);  v = β2 v + (1-β2) g²;
+  // p -= lr / (1-β1^t) · m / (sqrt(v) / sqrt(1-β2^t) + eps)
   void step() override {
     NoGradGuard no_grad;
-    ++steps_;
-    const double correction1 = 1 - std::pow(beta1, steps_), correction2 = 1 - std::pow(beta2, steps_);
-    const double step_size = lr / correction1, sqrt_correction2 = std::sqrt(correction2);
-    for (size_t i = 0; i < this->params_.size(); ++i) {
-      Tensor<T> grad = this->params_[i].grad();
-      if (!grad.defined()) continue;
-      grad = grad.contiguous();
-      T* p = this->params_[i].data();
-      T* m = exp_avg_[i].data();
-      T* v = exp_avg_sq_[i].data();
-      const T* g = grad.data();
-      for (int64_t k = 0, n = grad.numel(); k < n; ++k) {
-        p[k] *= T(1 - lr * weight_decay);
-        m[k] = T(beta1) * m[k] + T(1 - beta1) * g[k];
-        v[k] = T(beta2) * v[k] + T(1 - beta2) * g[k] * g[k];
-        p[k] -= T(step_size) * m[k] / (std::sqrt(v[k]) / T(sqrt_correction2) + T(eps));
+    for (size_t g = 0; g < this->groups_.size(); ++g) {
+      const double lr = this->groups_[g].effective_lr(), weight_decay = this->groups_[g].effective_weight_decay();
+      for (size_t i = 0; i < this->groups_[g].params.size(); ++i) {
+        Tensor<T> grad = this->gradient(g, i);
+        if (!grad.defined()) continue;
+        const int64_t t = ++steps_[g][i];
+        const double correction1 = 1 - std::pow(beta1, double(t)), correction2 = 1 - std::pow(beta2, double(t));
+        const T decay = T(1 - lr * weight_decay), neg_step_size = T(-(lr / correction1));
+        const T sqrt_correction2 = T(std::sqrt(correction2)), weight1 = T(1 - beta1), b2 = T(beta2),
+                weight2 = T(1 - beta2), epsilon = T(eps);
+        T* p = this->groups_[g].params[i].data();
+        T* m = exp_avg_[g][i].data();
+        T* v = exp_avg_sq_[g][i].data();
+        const T* gr = grad.data();
+        cpu::parallel_for(grad.numel(), 12, [&](int64_t begin, int64_t end) {
+          for (int64_t k = begin; k < end; ++k) {
+            p[k] *= decay;
+            m[k] = m[k] + weight1 * (gr[k] - m[k]);  // torch's lerp for weights < 0.5
+            v[k] = b2 * v[k] + weight2 * gr[k] * gr[k];
+            p[k] = p[k] + neg_step_size * m[k] / (std::sqrt(v[k]) / sqrt_correction2 + epsilon);
+          }
+        });
+        this->bump(g, i);
       }
-      this->params_[i].storage()->bump_version();
     }
   }
-  int64_t steps() const { return steps_; }
-  double lr, beta1, beta2, eps, weight_decay;
+
+  // Steps taken by the parameters (the largest per-parameter count).
+  int64_t steps() const {
+    int64_t most = 0;
+    for (const auto& group : steps_)
+      for (int64_t s : group) most = std::max(most, s);
+    return most;
+  }
+
+  double beta1, beta2, eps;
+
+ protected:
+  // "<name>.exp_avg", "<name>.exp_avg_sq" tensors and "<name>.step" scalars.
+  void export_state(OptimizerState<T>& out) const override {
+    this->for_each_param([&](size_t g, size_t i, const std::string& k) {
+      out.tensors[k + ".exp_avg"] = exp_avg_[g][i].clone();
+      out.tensors[k + ".exp_avg_sq"] = exp_avg_sq_[g][i].clone();
+      out.scalars[k + ".step"] = double(steps_[g][i]);
+    });
+  }
+  void expected_entries(std::map<std::string, Shape>& tensors, std::set<std::string>& scalars) const override {
+    this->for_each_param([&](size_t g, size_t i, const std::string& k) {
+      tensors[k + ".exp_avg"] = tensors[k + ".exp_avg_sq"] = this->groups_[g].params[i].shape();
+      scalars.insert(k + ".step");
+    });
+  }
+  void check_scalars(const OptimizerState<T>& state) const override {
+    this->for_each_param([&](size_t, size_t, const std::string& k) {
+      const double step = state.scalars.at(k + ".step");
+      HG_CHECK(step >= 0 && step == std::floor(step), "AdamW", "load_state: '", k,
+               ".step' must be a non-negative integer, got ", step);
+    });
+  }
+  void import_state(const OptimizerState<T>& state) override {
+    this->for_each_param([&](size_t g, size_t i, const std::string& k) {
+      exp_avg_[g][i].copy_(state.tensors.at(k + ".exp_avg"));
+      exp_avg_sq_[g][i].copy_(state.tensors.at(k + ".exp_avg_sq"));
+      steps_[g][i] = static_cast<int64_t>(state.scalars.at(k + ".step"));
+    });
+  }
 
  private:
-  std::vector<Tensor<T>> exp_avg_, exp_avg_sq_;
-  int64_t steps_ = 0;
+  std::vector<std::vector<Tensor<T>>> exp_avg_, exp_avg_sq_;
+  std::vector<std::vector<int64_t>> steps_;
 };
 
 }  // namespace histograd::optim
