@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One run on a GPU machine (the device tool): build histograd::cuda and the CUDA suites and
+# benchmarks for the card in hand, run every CUDA test against the CPU reference, then the
+# benchmarks beside PyTorch, and print a short table last. Logs go to $OUT (or ./gpu_out).
+# Usage (device tool): bash scripts/gpu_check.sh [tests|bench|all]   with .devdeps carried.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+out="${OUT:-$PWD/gpu_out}"
+mkdir -p "$out"
+start=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
+
+# The GPU image has no Eigen or doctest and no network: use the copies carried in .devdeps.
+if [ -d .devdeps ] && [ ! -d /usr/include/eigen3 ]; then
+  cp -r .devdeps/include/eigen3 .devdeps/include/doctest /usr/include/ 2>/dev/null
+  mkdir -p /usr/share/eigen3 /usr/lib/cmake && cp -r .devdeps/cmake/eigen3 /usr/share/eigen3/cmake &&
+    cp -r .devdeps/cmake/doctest /usr/lib/cmake/doctest
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" 2>&1 | tee -a "$out/gpu.txt"
+
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
+stamp "configure for sm_${arch}"
+cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_WSI=OFF -DHISTOGRAD_BUILD_EXAMPLES=OFF \
+      -DHISTOGRAD_BUILD_BENCHMARKS=ON -DHISTOGRAD_CUDA_ARCHITECTURES="${arch}" >"$out/configure.log" 2>&1 ||
+  { tail -30 "$out/configure.log"; exit 1; }
+bench_targets=$(ls benchmarks/cuda/*.cu benchmarks/cuda/*.cpp 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.[a-z]*$//' | tr '\n' ' ')
+stamp "build (benchmarks: ${bench_targets:-none})"
+make -C build/gpu -k -j"$(nproc)" test_cuda $bench_targets >"$out/build.log" 2>&1
+build_status=$?
+grep -E "error|warning" "$out/build.log" | head -40
+stamp "build finished with status $build_status"
+
+declare -a summary
+if [ "$what" != bench ]; then
+  for test in build/gpu/tests/test_cuda_*; do
+    [ -x "$test" ] || continue
+    name=$(basename "$test")
+    timeout 300 "$test" --no-intro >"$out/$name.log" 2>&1
+    status=$?
+    result=$(grep -E "^\[doctest\] test cases" "$out/$name.log" | sed 's/\[doctest\] //')
+    summary+=("$(printf '%-40s rc=%-3s %s' "$name" "$status" "$result")")
+    [ "$status" = 0 ] || grep -E "ERROR|error|CHECK|skipped" "$out/$name.log" | head -25
+  done
+  stamp "tests done"
+fi
+if [ "$what" != tests ]; then
+  for name in $bench_targets; do
+    bench=build/gpu/benchmarks/cuda/$name
+    [ -x "$bench" ] || { summary+=("$(printf '%-40s not built' "$name")"); continue; }
+    timeout 200 "$bench" >"$out/$name.log" 2>&1
+    summary+=("$(printf '%-40s rc=%s' "$name" "$?")")
+  done
+  for script in benchmarks/cuda/torch_*.py; do
+    [ -f "$script" ] || continue
+    name=$(basename "$script" .py)
+    PYTHONUNBUFFERED=1 timeout 200 python3 "$script" >"$out/$name.log" 2>&1
+    summary+=("$(printf '%-40s rc=%s' "$name" "$?")")
+  done
+  stamp "benchmarks done"
+  for log in "$out"/*bench.log "$out"/torch_*.log; do
+    [ -f "$log" ] && { echo "== $(basename "$log")"; tail -25 "$log"; }
+  done
+fi
+echo "== summary ($(head -1 "$out/gpu.txt"))"
+printf '%s\n' "${summary[@]}"
