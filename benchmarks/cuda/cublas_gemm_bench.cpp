@@ -1,6 +1,6 @@
 // cuBLASLt GEMM through histograd::cuda::gemm on the ViT-B/16 training shapes and one large
 // square product (the card's matrix peak): TFLOP/s, median of 20 timed runs after warm-up.
-// torch_gemm.py prints the same lines for torch.matmul so the device script can take ratios.
+// torch_cublas_gemm.py prints the same lines for torch.matmul so the device script can take ratios.
 #include <cuda_runtime.h>
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-"""torch.matmul on the shapes of gemm_bench.cpp (x @ W.T), same RESULT lines, for ratios."""
+"""torch.matmul on the shapes of cublas_gemm_bench.cpp (x @ W.T), same RESULT lines, for ratios."""
 import torch
 
 def median_ms(fn, runs=20):
