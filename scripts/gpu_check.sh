@@ -20,10 +20,22 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" 2>&1 | tee -a "$out/gpu.txt"
 
+# cuDNN: the toolkit's if it has one, else the copy PyTorch's wheels brought.
+cudnn_flags=()
+if ! ls /usr/local/cuda/lib64/libcudnn.so* >/dev/null 2>&1; then
+  cudnn_root=$(python3 -c "import nvidia.cudnn as c; print(list(c.__path__)[0])" 2>/dev/null)
+  cudnn_lib=$(ls "$cudnn_root"/lib/libcudnn.so* 2>/dev/null | head -1)
+  if [ -n "$cudnn_lib" ]; then
+    cudnn_flags=(-DHISTOGRAD_CUDNN_LIBRARY="$cudnn_lib" -DHISTOGRAD_CUDNN_INCLUDE_DIR="$cudnn_root/include")
+    export LD_LIBRARY_PATH="$cudnn_root/lib:${LD_LIBRARY_PATH:-}"
+  fi
+fi
+echo "cudnn: ${cudnn_flags[*]:-toolkit}" | tee -a "$out/gpu.txt"
+
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
 stamp "configure for sm_${arch}"
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_WSI=OFF -DHISTOGRAD_BUILD_EXAMPLES=OFF \
-      -DHISTOGRAD_BUILD_BENCHMARKS=ON -DHISTOGRAD_CUDA_ARCHITECTURES="${arch}" >"$out/configure.log" 2>&1 ||
+      -DHISTOGRAD_BUILD_BENCHMARKS=ON -DHISTOGRAD_CUDA_ARCHITECTURES="${arch}" "${cudnn_flags[@]}" >"$out/configure.log" 2>&1 ||
   { tail -30 "$out/configure.log"; exit 1; }
 bench_targets=$(ls benchmarks/cuda/*.cu benchmarks/cuda/*.cpp 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.[a-z]*$//' | tr '\n' ' ')
 stamp "build (benchmarks: ${bench_targets:-none})"
