@@ -1,0 +1,272 @@
+// DINO: the head, the multi-crop wrapper, the loss, and one complete training step against the
+// reference repository's own train_one_epoch (scripts/gen_dino_fixtures.py; fixtures in float64).
+//
+// Tolerances, as norm-wise relative errors ||ours - ref||₂ / ||ref||₂ per tensor (element-wise
+// ratios are meaningless near 0), on outputs, loss, centre, every gradient, the clip norms, and
+// the student's and teacher's parameters after the step and their updates (after - before):
+//  - the step in double against the float64 fixture: 1e-10. Both sides evaluate the same
+//    formulas in double and differ only in summation order (GEMM blocking; our loss folds the
+//    pairs sharing a student view into one fused cross-entropy); measured: <= 1e-14 on values
+//    and gradients, <= 5e-13 on updates (AdamW's first step divides by |g| + 1e-8).
+//  - the step in float32 from the same weights rounded to float: 1e-5; measured: <= 3e-7 on
+//    outputs, loss and centre, <= 2e-6 on gradients and parameters. An update of a float32
+//    parameter is resolved only to the storage's rounding (~6e-8 of a LayerNorm weight of ~1,
+//    against updates of ~1e-4), so check_update allows 4·2^-24 of the values beside 1e-5.
+#include "test_util.hpp"
+
+#include <cmath>
+#include <cstdlib>
+#include <type_traits>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <histograd/io/safetensors.hpp>
+#include <histograd/optim/optimizer.hpp>
+#include <histograd/ssl/dino.hpp>
+
+namespace {
+
+namespace ssl = hg::ssl;
+namespace models = hg::models;
+
+const std::string kDir = std::string(HISTOGRAD_FIXTURES_DIR) + "/dino/";
+
+template <class T>
+double relative_error(const hg::Tensor<T>& actual, const hg::Tensor<T>& expected) {
+  std::vector<T> a = actual.contiguous().to_vector(), e = expected.contiguous().to_vector();
+  REQUIRE(a.size() == e.size());
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (double(a[i]) - double(e[i])) * (double(a[i]) - double(e[i]));
+    ref += double(e[i]) * double(e[i]);
+  }
+  return ref == 0 ? std::sqrt(diff) : std::sqrt(diff / ref);
+}
+
+template <class T>
+void check_relative(const std::string& what, const hg::Tensor<T>& actual, const hg::Tensor<T>& expected, double tol) {
+  REQUIRE_MESSAGE(actual.shape() == expected.shape(), what, ": shape ", hg::to_string(actual.shape()), " vs ",
+                  hg::to_string(expected.shape()));
+  const double err = relative_error(actual, expected);
+  INFO(what << ": relative error " << err << " (tolerance " << tol << ")");
+  if (std::getenv("HG_DINO_VERBOSE")) MESSAGE(what << ": relative error " << err);
+  CHECK(err <= tol);
+}
+
+// An update (after - before) of a float32 parameter cannot be resolved below the storage's own
+// rounding: before and after are each rounded to 2^-24 of the value, so the check allows that
+// beside `tol` of the update's norm.
+template <class T>
+void check_update(const std::string& what, const hg::Tensor<T>& after, const hg::Tensor<T>& before,
+                  const hg::Tensor<T>& expected_after, double tol) {
+  const hg::Tensor<T> ours = after - before, expected = expected_after - before;
+  const double resolution = std::is_same_v<T, float> ? 4.0 * std::ldexp(1.0, -24) : 0.0;
+  const double norm_expected = relative_error(expected, hg::zeros<T>(expected.shape()));
+  const double norm_values = relative_error(expected_after, hg::zeros<T>(expected.shape()));
+  const double err = relative_error(ours, expected) * norm_expected;
+  const double allowed = tol * norm_expected + resolution * norm_values;
+  INFO(what << ": |ours - ref| = " << err << ", |ref| = " << norm_expected << ", allowed " << allowed);
+  if (std::getenv("HG_DINO_VERBOSE")) MESSAGE(what << ": update error " << err / norm_expected << " of the update");
+  CHECK(err <= allowed);
+}
+
+// The tiny DINO of the fixtures: ViT embed 16, depth 2, heads 2, patch 8 at 32 px.
+models::ViTConfig tiny_vit() {
+  models::ViTConfig c;
+  c.name = "dino_tiny";
+  c.image_size = 32;
+  c.patch_size = 8;
+  c.embed_dim = 16;
+  c.depth = 2;
+  c.num_heads = 2;
+  c.mlp_hidden = 64;
+  c.pos_resample = models::PosResample::DinoOffset;
+  return c;
+}
+
+// The fixture's __metadata__ values are JSON: numbers, booleans and lists of names.
+struct Meta {
+  std::map<std::string, std::string> raw;
+  double number(const std::string& key) const { return std::stod(raw.at(key)); }
+  int64_t integer(const std::string& key) const { return std::stoll(raw.at(key)); }
+  bool flag(const std::string& key) const { return raw.at(key) == "true"; }
+  std::vector<std::string> names(const std::string& key) const {
+    std::vector<std::string> out;
+    const std::string& s = raw.at(key);
+    for (size_t i = 0; (i = s.find('"', i)) != std::string::npos;) {
+      const size_t end = s.find('"', i + 1);
+      out.push_back(s.substr(i + 1, end - i - 1));
+      i = end + 1;
+    }
+    return out;
+  }
+};
+
+// utils.cosine_scheduler's value at one iteration (linear warm-up from 0, then cosine).
+double cosine_schedule(double base, double final_value, int64_t epochs, int64_t niter_per_ep, int64_t warmup_epochs,
+                       int64_t it) {
+  const int64_t warmup_iters = warmup_epochs * niter_per_ep, total = epochs * niter_per_ep;
+  if (it < warmup_iters) {
+    if (warmup_iters == 1) return 0.0;
+    return double(it) * ((base - 0.0) / double(warmup_iters - 1));
+  }
+  const double cosine_len = double(total - warmup_iters);
+  return final_value + 0.5 * (base - final_value) * (1 + std::cos(M_PI * double(it - warmup_iters) / cosine_len));
+}
+
+// utils.clip_gradients: per parameter, scale the gradient by clip / (||g|| + 1e-6) when that is
+// below 1; returns the norms in named_parameters order.
+template <class T>
+std::vector<double> clip_gradients_local(hg::nn::Module<T>& model, double clip) {
+  std::vector<double> norms;
+  hg::NoGradGuard no_grad;
+  for (auto& [name, p] : model.named_parameters()) {
+    hg::Tensor<T> g = p.grad();
+    if (!g.defined()) continue;
+    double sq = 0;
+    for (T v : g.contiguous().to_vector()) sq += double(v) * double(v);
+    const double norm = std::sqrt(sq), coef = clip / (norm + 1e-6);
+    norms.push_back(norm);
+    if (coef < 1) p.set_grad(g * T(coef));
+  }
+  return norms;
+}
+
+template <class T>
+void run_fixture_step(const std::string& case_name, bool float_run) {
+  // One tolerance per precision (see the header); float32 updates add the storage resolution
+  // (check_update).
+  const double tol = float_run ? 1e-5 : 1e-10;
+  hg::io::SafetensorsFile file(kDir + case_name + ".safetensors");
+  Meta meta{file.metadata()};
+  auto get = [&](const std::string& key) { return file.get<double>(key).template to<T>().contiguous(); };
+
+  models::ViTConfig vit = tiny_vit();
+  REQUIRE(meta.integer("embed_dim") == vit.embed_dim);
+  REQUIRE(meta.integer("depth") == vit.depth);
+  ssl::DINOHeadConfig head;
+  head.out_dim = meta.integer("out_dim");
+  head.hidden_dim = meta.integer("hidden_dim");
+  head.bottleneck_dim = meta.integer("bottleneck_dim");
+  head.nlayers = meta.integer("nlayers");
+  head.norm_last_layer = meta.flag("norm_last_layer");
+  const int64_t local_crops = meta.integer("local_crops"), ncrops = 2 + local_crops;
+  ssl::DINOLossConfig loss_config;
+  loss_config.ncrops = ncrops;
+  loss_config.warmup_teacher_temp = meta.number("warmup_teacher_temp");
+  loss_config.teacher_temp = meta.number("teacher_temp");
+  loss_config.warmup_teacher_temp_epochs = meta.integer("warmup_teacher_temp_epochs");
+  loss_config.nepochs = meta.integer("epochs");
+  ssl::DINO<T> dino = ssl::build_dino<T>(vit, head, loss_config, 3);
+
+  hg::nn::StateDict<T> initial;
+  for (const auto& key : file.keys())
+    if (key.rfind("before/", 0) == 0) initial.emplace(key.substr(7), get(key));
+  dino.student.load_state_dict(initial);  // strict: every key of the reference, and no other
+  dino.teacher.load_state_dict(initial);
+  dino.loss.center.copy_(get("center_before"));
+
+  // Schedules at this iteration, as train_dino builds them.
+  const int64_t epoch = meta.integer("epoch"), it = meta.integer("global_iteration");
+  const int64_t epochs = meta.integer("epochs"), niter = meta.integer("niter_per_ep"), batch = meta.integer("batch");
+  const double lr = cosine_schedule(meta.number("lr") * double(batch) / 256.0, meta.number("min_lr"), epochs, niter,
+                                    meta.integer("warmup_epochs"), it);
+  const double wd = cosine_schedule(meta.number("weight_decay"), meta.number("weight_decay_end"), epochs, niter, 0, it);
+  const double momentum = cosine_schedule(meta.number("momentum_teacher"), 1.0, epochs, niter, 0, it);
+  CHECK(std::abs(lr - meta.number("lr_value")) <= 1e-15);
+  CHECK(std::abs(wd - meta.number("wd_value")) <= 1e-15);
+  CHECK(std::abs(momentum - meta.number("momentum_value")) <= 1e-15);
+  CHECK(dino.loss.teacher_temperature(epoch) == doctest::Approx(meta.number("teacher_temp_value")).epsilon(1e-15));
+
+  // Parameter groups: the same decayed names as utils.get_params_groups.
+  hg::nn::ParameterGroups<T> groups = ssl::dino_parameter_groups(dino.student);
+  CHECK(groups.decay_names == meta.names("decay_names"));
+
+  std::vector<hg::Tensor<T>> crops, globals;
+  for (int64_t i = 0; i < ncrops; ++i) crops.push_back(get("crop/" + std::to_string(i)));
+  globals = {crops[0], crops[1]};
+
+  // Forward: teacher on the two global views, student on all, loss (moves the centre).
+  hg::Tensor<T> teacher_output;
+  {
+    hg::NoGradGuard no_grad;
+    teacher_output = dino.teacher.forward(globals);
+  }
+  hg::Tensor<T> student_output = dino.student.forward(crops);
+  hg::Tensor<T> loss = dino.loss.forward(student_output, teacher_output, epoch);
+  check_relative("teacher_output", teacher_output, get("teacher_output"), tol);
+  check_relative("student_output", student_output, get("student_output"), tol);
+  check_relative("loss", loss.reshape({1}), get("loss"), tol);
+  check_relative("center_after", dino.loss.center, get("center_after"), tol);
+
+  // Backward: every gradient the reference had, and no other.
+  dino.student.zero_grad();
+  loss.backward();
+  std::vector<std::string> with_grad;
+  for (auto& [name, p] : dino.student.named_parameters()) {
+    if (!p.grad().defined()) continue;
+    with_grad.push_back(name);
+    REQUIRE_MESSAGE(file.contains("grad/" + name), "no reference gradient for ", name);
+    check_relative("grad/" + name, p.grad(), get("grad/" + name), tol);
+  }
+  CHECK(with_grad == meta.names("clip_names"));
+
+  // clip_gradients(clip), then cancel_gradients_last_layer(epoch, freeze_last_layer).
+  std::vector<double> norms = clip_gradients_local(dino.student, meta.number("clip_grad"));
+  check_relative("clip_norms", hg::from_vector<double>(norms, {int64_t(norms.size())}).template to<T>(),
+                 get("clip_norms"), tol);
+  if (epoch < meta.integer("freeze_last_layer"))
+    for (auto& [name, p] : dino.student.named_parameters())
+      if (name.find("last_layer") != std::string::npos) p.zero_grad();
+
+  // AdamW over get_params_groups' two groups (group 1 without weight decay).
+  hg::optim::AdamW<T> decayed(groups.decay, lr, 0.9, 0.999, 1e-8, wd);
+  hg::optim::AdamW<T> not_decayed(groups.no_decay, lr, 0.9, 0.999, 1e-8, 0.0);
+  decayed.step();
+  not_decayed.step();
+
+  // EMA of every teacher parameter (head included) toward the student.
+  {
+    hg::NoGradGuard no_grad;
+    auto student_params = dino.student.named_parameters(), teacher_params = dino.teacher.named_parameters();
+    REQUIRE(student_params.size() == teacher_params.size());
+    for (size_t i = 0; i < student_params.size(); ++i) {
+      REQUIRE(student_params[i].first == teacher_params[i].first);
+      hg::Tensor<T>& t = teacher_params[i].second;
+      t.copy_(t * T(momentum) + student_params[i].second * T(1 - momentum));
+    }
+  }
+
+  // Parameters after the step, and the update itself (after - before), which is small beside
+  // the values and would hide in them.
+  for (auto& [name, p] : dino.student.named_parameters()) {
+    const hg::Tensor<T> expected = get("student_after/" + name), before = get("before/" + name);
+    check_relative("student_after/" + name, p, expected, tol);
+    if (relative_error(expected, before) > 0)
+      check_update("student update " + name, p, before, expected, tol);
+    else
+      CHECK_MESSAGE(relative_error(p, before) == 0, name, " moved but the reference's did not");
+  }
+  for (auto& [name, p] : dino.teacher.named_parameters()) {
+    const hg::Tensor<T> expected = get("teacher_after/" + name), before = get("before/" + name);
+    check_relative("teacher_after/" + name, p, expected, tol);
+    if (relative_error(expected, before) > 0)
+      check_update("teacher update " + name, p, before, expected, tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("DINO parity: one training step matches main_dino.train_one_epoch (float64)") {
+  for (const char* c : {"case0", "case1"}) {
+    SUBCASE(c) { run_fixture_step<double>(c, false); }
+  }
+}
+
+TEST_CASE("DINO parity: the same step in float32") {
+  for (const char* c : {"case0", "case1"}) {
+    SUBCASE(c) { run_fixture_step<float>(c, true); }
+  }
+}
