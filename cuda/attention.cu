@@ -552,47 +552,56 @@ __global__ void __launch_bounds__(kFlashThreads)
     const float* delta_b = delta_s + buf * BM;
     const int64_t m0 = static_cast<int64_t>(qi) * BM;
 
-    // S^T = K Q^T and dP^T = V dO^T (16 keys x BM queries each).
+    // S^T = K Q^T (16 keys x BM queries), then P^T = exp(S^T - lse) in place.
     float st[BM / 8][4], dpt[BM / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < BM / 8; ++nt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) st[nt][c] = dpt[nt][c] = 0.0f;
+    for (int nt = 0; nt < BM / 8; ++nt) st[nt][0] = st[nt][1] = st[nt][2] = st[nt][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < D / 32; ++kk) {
-      uint32_t ka0[4], ka1[4], va0[4], va1[4];
-      load_a<S>(ka0, Kw, 2 * kk, lane);
-      load_a<S>(ka1, Kw, 2 * kk + 1, lane);
-      load_a<S>(va0, Vw, 2 * kk, lane);
-      load_a<S>(va1, Vw, 2 * kk + 1, lane);
+      uint32_t a0[4], a1[4];
+      load_a<S>(a0, Kw, 2 * kk, lane);
+      load_a<S>(a1, Kw, 2 * kk + 1, lane);
 #pragma unroll
       for (int nt = 0; nt < BM / 8; ++nt) {
         uint32_t r[4];
         load_b_transposed_tile<S>(r, Qb, nt, kk, lane);
-        mma16816<T>(st[nt], ka0, r[0], r[1]);
-        mma16816<T>(st[nt], ka1, r[2], r[3]);
-        load_b_transposed_tile<S>(r, dOb, nt, kk, lane);
-        mma16816<T>(dpt[nt], va0, r[0], r[1]);
-        mma16816<T>(dpt[nt], va1, r[2], r[3]);
+        mma16816<T>(st[nt], a0, r[0], r[1]);
+        mma16816<T>(st[nt], a1, r[2], r[3]);
       }
     }
-
-    // P^T, then dS^T = P^T (dP^T - D) in place of dP^T.
 #pragma unroll
     for (int nt = 0; nt < BM / 8; ++nt) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int qcol = nt * 8 + 2 * t + (c & 1);
         const int64_t key = n0 + 16 * warp + g + 8 * (c / 2), row = m0 + qcol;
-        float prob = 0.0f;
-        if (key < Nk && row < Nq) {
-          const float bias = score_bias(p, b, h, row, key);
-          prob = exp2f(st[nt][c] * scale_log2 + bias * kLog2e - lse_b[qcol]);
-        }
+        float prob = 0.0f;  // keys past Nk were zero-filled: their score is 0, not -inf
+        if (key < Nk && row < Nq)
+          prob = exp2f(st[nt][c] * scale_log2 + score_bias(p, b, h, row, key) * kLog2e - lse_b[qcol]);
         st[nt][c] = prob;
-        dpt[nt][c] = prob * (dpt[nt][c] - delta_b[qcol]);
       }
     }
+
+    // dP^T = V dO^T, then dS^T = P^T (dP^T - D) in place.
+#pragma unroll
+    for (int nt = 0; nt < BM / 8; ++nt) dpt[nt][0] = dpt[nt][1] = dpt[nt][2] = dpt[nt][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 32; ++kk) {
+      uint32_t a0[4], a1[4];
+      load_a<S>(a0, Vw, 2 * kk, lane);
+      load_a<S>(a1, Vw, 2 * kk + 1, lane);
+#pragma unroll
+      for (int nt = 0; nt < BM / 8; ++nt) {
+        uint32_t r[4];
+        load_b_transposed_tile<S>(r, dOb, nt, kk, lane);
+        mma16816<T>(dpt[nt], a0, r[0], r[1]);
+        mma16816<T>(dpt[nt], a1, r[2], r[3]);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < BM / 8; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) dpt[nt][c] = st[nt][c] * (dpt[nt][c] - delta_b[nt * 8 + 2 * t + (c & 1)]);
 
     // dV += P^T dO and dK += dS^T Q (k = the BM queries).
 #pragma unroll
