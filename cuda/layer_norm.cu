@@ -32,7 +32,9 @@ template <> __device__ __forceinline__ __half from_float<__half>(float v) { retu
 template <class T, int N> struct alignas(sizeof(T) * N) Vec { T v[N]; };
 
 constexpr int kMaxVecsPerThread = 8;       // forward: a register-resident row has up to 8 vectors per thread
-constexpr int kBackwardVecsPerThread = 4;  // backward holds x and dy: 4 vectors of each
+// Backward holds x and dy for two rows (this one and the prefetched next): 4 vectors of each, 2 of
+// 8-element (16-bit) vectors, which stay under 128 registers without spilling.
+template <int VW> constexpr int kBackwardVecsPerThread = VW >= 8 ? 2 : 4;
 constexpr int kMaxThreads = 512;  // lets a thread keep 128 registers, so held rows never spill
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -193,11 +195,31 @@ __global__ void __launch_bounds__(kMaxThreads)
       for (int j = 0; j < VW; ++j) acc_w[k * VW + j] = acc_b[k * VW + j] = 0.f;
 
   const int64_t first = blockIdx.x * rows_per_block, last = min(rows, first + rows_per_block);
+  // In-register path: the next row's x and dy are loaded before this row's reduction, so a
+  // block keeps two rows of loads in flight (small blocks, few per SM, would otherwise wait).
+  constexpr int kHeld = kInRegisters ? kBackwardVecsPerThread<VW> : 1;
+  V hx[kHeld], hdy[kHeld];
+  auto load_row = [&](int64_t r, V(&ax)[kHeld], V(&ady)[kHeld]) {
+    const V* xr = reinterpret_cast<const V*>(x + r * cols);
+    const V* dyr = reinterpret_cast<const V*>(dy + r * cols);
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i) {
+      const int k = threadIdx.x + i * blockDim.x;
+      if (k < nvec) {
+        ax[i] = xr[k];
+        ady[i] = dyr[k];
+      }
+    }
+  };
+  if constexpr (kInRegisters)
+    if (first < last) load_row(first, hx, hdy);
   for (int64_t row = first; row < last; ++row) {
     const V* xr = reinterpret_cast<const V*>(x + row * cols);
     const V* dyr = reinterpret_cast<const V*>(dy + row * cols);
     const float mean = mean_in[row], rstd = rstd_in[row];
-    V hx[kInRegisters ? kBackwardVecsPerThread : 1], hdy[kInRegisters ? kBackwardVecsPerThread : 1];
+    V nx[kHeld], ndy[kHeld];
+    if constexpr (kInRegisters)
+      if (row + 1 < last) load_row(row + 1, nx, ndy);
     float sums[2] = {0.f, 0.f};  // Σ dy*w, Σ dy*w*xhat
     auto visit = [&](int k, const V& a, const V& g) {
       V wv;
@@ -219,45 +241,45 @@ __global__ void __launch_bounds__(kMaxThreads)
     };
     if constexpr (kInRegisters) {
 #pragma unroll
-      for (int i = 0; i < kBackwardVecsPerThread; ++i) {
-        const int k = threadIdx.x + i * blockDim.x;
-        if (k < nvec) {
-          hx[i] = xr[k];
-          hdy[i] = dyr[k];
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < kBackwardVecsPerThread; ++i) {
+      for (int i = 0; i < kHeld; ++i) {
         const int k = threadIdx.x + i * blockDim.x;
         if (k < nvec) visit(k, hx[i], hdy[i]);
       }
     } else {
       for (int k = threadIdx.x; k < nvec; k += blockDim.x) visit(k, xr[k], dyr[k]);
     }
-    if (!dx) continue;  // uniform over the block: no thread reaches block_sum alone
-    block_sum(sums, scratch);
-    const float mean_dyw = sums[0] * inv_cols, mean_dyw_xhat = sums[1] * inv_cols;
-    V* dxr = reinterpret_cast<V*>(dx + row * cols);
-    auto write = [&](int k, const V& a, const V& g) {
-      V wv, out;
-      if (w) wv = reinterpret_cast<const V*>(w)[k];
+    if (dx) {  // uniform over the block: every thread reaches block_sum or none does
+      block_sum(sums, scratch);
+      const float mean_dyw = sums[0] * inv_cols, mean_dyw_xhat = sums[1] * inv_cols;
+      V* dxr = reinterpret_cast<V*>(dx + row * cols);
+      auto write = [&](int k, const V& a, const V& g) {
+        V wv, out;
+        if (w) wv = reinterpret_cast<const V*>(w)[k];
 #pragma unroll
-      for (int j = 0; j < VW; ++j) {
-        const float xhat = (to_float(a.v[j]) - mean) * rstd;
-        const float dyw = to_float(g.v[j]) * (w ? to_float(wv.v[j]) : 1.f);
-        out.v[j] = from_float<T>(rstd * (dyw - mean_dyw - xhat * mean_dyw_xhat));
-      }
-      dxr[k] = out;
-    };
-    if constexpr (kInRegisters) {
+        for (int j = 0; j < VW; ++j) {
+          const float xhat = (to_float(a.v[j]) - mean) * rstd;
+          const float dyw = to_float(g.v[j]) * (w ? to_float(wv.v[j]) : 1.f);
+          out.v[j] = from_float<T>(rstd * (dyw - mean_dyw - xhat * mean_dyw_xhat));
+        }
+        dxr[k] = out;
+      };
+      if constexpr (kInRegisters) {
 #pragma unroll
-      for (int i = 0; i < kBackwardVecsPerThread; ++i) {
-        const int k = threadIdx.x + i * blockDim.x;
-        if (k < nvec) write(k, hx[i], hdy[i]);
+        for (int i = 0; i < kHeld; ++i) {
+          const int k = threadIdx.x + i * blockDim.x;
+          if (k < nvec) write(k, hx[i], hdy[i]);
+        }
+      } else {
+        for (int k = threadIdx.x; k < nvec; k += blockDim.x) write(k, xr[k], dyr[k]);
       }
-    } else {
-      for (int k = threadIdx.x; k < nvec; k += blockDim.x) write(k, xr[k], dyr[k]);
     }
+    if constexpr (kInRegisters)
+      if (row + 1 < last)
+#pragma unroll
+        for (int i = 0; i < kHeld; ++i) {
+          hx[i] = nx[i];
+          hdy[i] = ndy[i];
+        }
   }
   if (partial && use_smem) {
     float* out = partial + 2 * blockIdx.x * int64_t(cols);
@@ -325,8 +347,9 @@ template <class N, int VW>
 void backward_launch(const N* x, const N* dy, const N* w, const float* mean, const float* rstd, N* dx, N* dw, N* db,
                      int64_t rows, int cols, cudaStream_t stream) {
   const int64_t nvec = cols / VW;
-  const int threads = threads_for(nvec);
-  const bool in_registers = nvec <= int64_t(threads) * kBackwardVecsPerThread;
+  constexpr int held = kBackwardVecsPerThread<VW>;
+  const int threads = static_cast<int>(std::clamp<int64_t>((nvec + held - 1) / held + 31, 32, kMaxThreads) / 32 * 32);
+  const bool in_registers = nvec <= int64_t(threads) * held;
   const bool want_params = dw || db;
   // At least 16 rows per block, so the partials (2*cols floats per block) stay a small share of the
   // traffic, and no more blocks than about 32 per SM.
