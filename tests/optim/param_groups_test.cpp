@@ -290,3 +290,62 @@ TEST_CASE_TEMPLATE("ema_update over several tensors, modules, and its errors", T
   hg::optim::ema_update(teacher_model, student_model, 0.75);
   for (auto& [name, p] : teacher_model.named_parameters()) check_close(p, std::vector<double>(size_t(p.numel()), 0.25), 1e-7);
 }
+
+namespace {
+// Parameter names as a DINOv2 backbone (2 blocks) and head spell them.
+struct Dinov2Like : hg::nn::Module<double> {
+  std::vector<std::pair<std::string, hg::Tensor<double>>> params;
+  Dinov2Like() {
+    const std::vector<std::pair<std::string, hg::Shape>> specs{
+        {"cls_token", {1, 1, 4}}, {"pos_embed", {1, 5, 4}}, {"register_tokens", {1, 2, 4}},
+        {"patch_embed.proj.weight", {4, 3, 2, 2}}, {"patch_embed.proj.bias", {4}}, {"blocks.0.norm1.weight", {4}},
+        {"blocks.0.attn.qkv.weight", {12, 4}}, {"blocks.0.attn.qkv.bias", {12}}, {"blocks.1.ls1.gamma", {4}},
+        {"blocks.1.mlp.fc1.weight", {8, 4}}, {"norm.weight", {4}}, {"norm.bias", {4}}, {"head.last_layer.weight", {3, 4}}};
+    for (const auto& [name, shape] : specs) params.emplace_back(name, hg::zeros<double>(shape).requires_grad_());
+  }
+  void visit(hg::nn::ModuleVisitor<double>& v) override {
+    for (auto& [name, p] : params) v.parameter(name, p);
+  }
+};
+}  // namespace
+
+TEST_CASE("make_dinov2_param_groups matches dinov2's get_params_groups_with_decay + fuse_params_groups") {
+  // Expected groups printed by dinov2/utils/param_groups.py (lr_decay_rate 0.9, patch_embed_lr_mult
+  // 0.2) on the same names, with 2 blocks.
+  Dinov2Like model;
+  auto groups = hg::optim::make_dinov2_param_groups(model, 2, 0.9, 0.2, 0.04);
+  struct Expected {
+    double lr_multiplier, wd_multiplier;
+    bool is_last_layer;
+    std::vector<std::string> names;
+  };
+  const std::vector<Expected> expected{
+      {0.7290000000000001, 1, false, {"cls_token", "pos_embed", "register_tokens"}},
+      {0.1458, 1, false, {"patch_embed.proj.weight"}},
+      {0.1458, 0, false, {"patch_embed.proj.bias"}},
+      {0.81, 0, false, {"blocks.0.norm1.weight", "blocks.0.attn.qkv.bias"}},
+      {0.81, 1, false, {"blocks.0.attn.qkv.weight"}},
+      {0.9, 0, false, {"blocks.1.ls1.gamma"}},
+      {0.9, 1, false, {"blocks.1.mlp.fc1.weight"}},
+      {1.0, 0, false, {"norm.weight", "norm.bias"}},
+      {1.0, 1, true, {"head.last_layer.weight"}}};
+  REQUIRE(groups.size() == expected.size());
+  for (size_t i = 0; i < groups.size(); ++i) {
+    CAPTURE(i);
+    CHECK(groups[i].lr_multiplier == doctest::Approx(expected[i].lr_multiplier).epsilon(1e-15));
+    CHECK(groups[i].wd_multiplier == expected[i].wd_multiplier);
+    CHECK(groups[i].is_last_layer == expected[i].is_last_layer);
+    CHECK(groups[i].names == expected[i].names);
+    CHECK(groups[i].weight_decay == 0.04);
+  }
+  // DINOv2's apply_optim_scheduler: lr (last_layer_lr for the last layer) and wd, times the multipliers.
+  hg::optim::AdamW<double> opt(groups);
+  opt.set_lr(1e-3, 0.0);
+  opt.set_weight_decay(0.1);
+  CHECK(opt.groups()[1].effective_lr() == doctest::Approx(1e-3 * 0.1458));
+  CHECK(opt.groups()[8].effective_lr() == 0);
+  CHECK(opt.groups()[2].effective_weight_decay() == 0);
+  CHECK(opt.groups()[4].effective_weight_decay() == doctest::Approx(0.1));
+  // A head (no blocks): every multiplier is 1.
+  for (const auto& g : hg::optim::make_dinov2_param_groups(model, 0, 0.9, 1.0)) CHECK(g.lr_multiplier == 1);
+}

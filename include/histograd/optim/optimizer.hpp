@@ -4,6 +4,7 @@
 // (dinov2/train/train.py apply_optim_scheduler), so schedules are driven per iteration the way
 // DINO (main_dino.py) and DINOv2 do it. step() runs under NoGradGuard and writes in place.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -73,6 +74,58 @@ std::vector<ParamGroup<T>> make_param_groups(nn::Module<T>& module, double weigh
     }
   }
   return {regularized, not_regularized};
+}
+
+// DINOv2's groups for one student submodule (dinov2/utils/param_groups.py
+// get_params_groups_with_decay + fuse_params_groups): lr_multiplier = lr_decay_rate^(num_blocks +
+// 1 − layer_id), layer_id 0 for tokens, pos_embed and patch_embed, i+1 for "blocks.i.", and
+// num_blocks + 1 otherwise; patch_embed's multiplier times patch_embed_lr_mult; wd_multiplier 0
+// for *.bias and names containing "norm" or "gamma"; is_last_layer for "last_layer". Pass
+// num_blocks = 0 for a head (every multiplier 1). Parameters sharing (lr_multiplier,
+// wd_multiplier, is_last_layer) are fused into one group, in order of first appearance; every
+// group starts with lr 0 and the given base weight_decay (set both per iteration).
+template <class T>
+std::vector<ParamGroup<T>> make_dinov2_param_groups(nn::Module<T>& module, int64_t num_blocks, double lr_decay_rate = 1.0,
+                                                    double patch_embed_lr_mult = 1.0, double weight_decay = 0) {
+  auto contains = [](const std::string& name, const char* part) { return name.find(part) != std::string::npos; };
+  std::vector<ParamGroup<T>> groups;
+  for (auto& [name, p] : module.named_parameters()) {
+    if (!p.requires_grad()) continue;
+    int64_t layer_id = num_blocks + 1;
+    if (num_blocks > 0) {
+      if (contains(name, "pos_embed") || contains(name, "patch_embed") || contains(name, "mask_token") ||
+          contains(name, "cls_token") || contains(name, "register_tokens")) {
+        layer_id = 0;
+      } else if (const size_t at = name.find("blocks."); at != std::string::npos && !contains(name, "residual.")) {
+        const size_t begin = at + 7, end = name.find('.', begin);
+        const std::string index = name.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+        HG_CHECK(!index.empty() && index.find_first_not_of("0123456789") == std::string::npos,
+                 "make_dinov2_param_groups", "expected a block index after 'blocks.' in '", name, "'");
+        layer_id = std::stoll(index) + 1;
+      }
+    }
+    double lr_multiplier = std::pow(lr_decay_rate, double(num_blocks + 1 - layer_id));
+    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    const double wd_multiplier = is_bias || contains(name, "norm") || contains(name, "gamma") ? 0.0 : 1.0;
+    if (contains(name, "patch_embed")) lr_multiplier *= patch_embed_lr_mult;
+    const bool is_last_layer = contains(name, "last_layer");
+    auto same = [&](const ParamGroup<T>& g) {
+      return g.lr_multiplier == lr_multiplier && g.wd_multiplier == wd_multiplier && g.is_last_layer == is_last_layer;
+    };
+    auto it = std::find_if(groups.begin(), groups.end(), same);
+    if (it == groups.end()) {
+      ParamGroup<T> group;
+      group.weight_decay = weight_decay;
+      group.lr_multiplier = lr_multiplier;
+      group.wd_multiplier = wd_multiplier;
+      group.is_last_layer = is_last_layer;
+      groups.push_back(group);
+      it = groups.end() - 1;
+    }
+    it->params.push_back(p);
+    it->names.push_back(name);
+  }
+  return groups;
 }
 
 template <class T>
