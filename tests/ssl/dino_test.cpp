@@ -9,9 +9,10 @@
 //    pairs sharing a student view into one fused cross-entropy); measured: <= 1e-14 on values
 //    and gradients, <= 5e-13 on updates (AdamW's first step divides by |g| + 1e-8).
 //  - the step in float32 from the same weights rounded to float: 1e-5; measured: <= 3e-7 on
-//    outputs, loss and centre, <= 2e-6 on gradients and parameters. An update of a float32
-//    parameter is resolved only to the storage's rounding (~6e-8 of a LayerNorm weight of ~1,
-//    against updates of ~1e-4), so check_update allows 4·2^-24 of the values beside 1e-5.
+//    outputs, loss and centre, <= 2e-6 on gradients and parameters. Updates get 1e-4 (AdamW's
+//    first step amplifies the error of tiny gradients; see tol_update), and, as an update of a
+//    float32 parameter is resolved only to the storage's rounding (~6e-8 of a LayerNorm weight
+//    of ~1, against updates of ~1e-4), check_update allows 4·2^-24 of the values beside that.
 #include "test_util.hpp"
 
 #include <cmath>
@@ -139,6 +140,11 @@ void run_fixture_step(const std::string& case_name, bool float_run) {
   // One tolerance per precision (see the header); float32 updates add the storage resolution
   // (check_update).
   const double tol = float_run ? 1e-5 : 1e-10;
+  // AdamW's first step maps g to lr·g/(|g| + 1e-8): for entries with |g| below ~1e-7, float32's
+  // absolute gradient error (~1e-6 of the tensor's norm, ~1e-9 here) moves the update by a
+  // visible fraction of lr, so float32 updates are held to 1e-4 (measured <= 9e-5 on fc1 of
+  // case0); the parameter values themselves stay within 1e-5.
+  const double tol_update = float_run ? 1e-4 : 1e-10;
   hg::io::SafetensorsFile file(kDir + case_name + ".safetensors");
   Meta meta{file.metadata()};
   auto get = [&](const std::string& key) { return file.get<double>(key).template to<T>().contiguous(); };
@@ -245,7 +251,7 @@ void run_fixture_step(const std::string& case_name, bool float_run) {
     const hg::Tensor<T> expected = get("student_after/" + name), before = get("before/" + name);
     check_relative("student_after/" + name, p, expected, tol);
     if (relative_error(expected, before) > 0)
-      check_update("student update " + name, p, before, expected, tol);
+      check_update("student update " + name, p, before, expected, tol_update);
     else
       CHECK_MESSAGE(relative_error(p, before) == 0, name, " moved but the reference's did not");
   }
@@ -253,7 +259,7 @@ void run_fixture_step(const std::string& case_name, bool float_run) {
     const hg::Tensor<T> expected = get("teacher_after/" + name), before = get("before/" + name);
     check_relative("teacher_after/" + name, p, expected, tol);
     if (relative_error(expected, before) > 0)
-      check_update("teacher update " + name, p, before, expected, tol);
+      check_update("teacher update " + name, p, before, expected, tol_update);
   }
 }
 
