@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "jpeg.hpp"
 #include "png.hpp"
 
@@ -48,16 +50,23 @@ inline void write_png(const std::string& path, const Image& image) {
            image.width * image.height * 3, " bytes of RGB pixels for ", image.width, "x", image.height, ", got ",
            image.pixels.size());
   const std::vector<uint8_t> bytes = detail::encode_png(image.width, image.height, image.pixels);
-  const std::string temp = path + ".tmp";
+  // A per-process temporary name, removed on any failure, so two writers never share one and
+  // a failed write leaves neither a torn PNG nor a stray temporary.
+  const std::string temp = path + ".tmp" + std::to_string(::getpid());
+  std::error_code ec;
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
     HG_CHECK(out.good(), "write_png", "cannot write '", temp, "'");
     out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
     out.flush();
-    HG_CHECK(out.good(), "write_png", "write to '", temp, "' failed (disk full?)");
+    if (!out.good()) {
+      out.close();
+      std::filesystem::remove(temp, ec);
+      fail("write_png", "write to '", temp, "' failed (disk full?)");
+    }
   }
-  std::error_code ec;
   std::filesystem::rename(temp, path, ec);
+  if (ec) std::filesystem::remove(temp);
   HG_CHECK(!ec, "write_png", "cannot rename '", temp, "' to '", path, "': ", ec.message());
 }
 

@@ -368,14 +368,15 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   header += "}";
   while (header.size() % 8) header += ' ';
   std::string temp = path + ".tmp" + std::to_string(::getpid());
-  {
+  try {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
     HG_CHECK(out.good(), "save_safetensors", "cannot write '", temp, "'");
     unsigned char size_bytes[8];
     for (int i = 0; i < 8; ++i) size_bytes[i] = static_cast<unsigned char>(uint64_t(header.size()) >> (8 * i));
     out.write(reinterpret_cast<const char*>(size_bytes), 8);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& [name, t] : tensors) {
+    for (const auto& [name, tensor] : tensors) {
+      const Tensor<T> t = tensor.cpu();  // device tensors are staged through the host
       if (t.is_contiguous()) {
         out.write(reinterpret_cast<const char*>(t.data()), static_cast<std::streamsize>(t.numel() * sizeof(T)));
       } else {
@@ -389,6 +390,10 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
       std::filesystem::remove(temp);
       fail("save_safetensors", "write to '", temp, "' failed (disk full?)");
     }
+  } catch (...) {  // whatever stopped the write, no partial temp file is left behind
+    std::error_code ignored;
+    std::filesystem::remove(temp, ignored);
+    throw;
   }
   // The bytes must be on disk before the rename makes them the file, or a power cut could leave
   // an empty file under the good name.
