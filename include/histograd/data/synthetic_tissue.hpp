@@ -494,13 +494,15 @@ inline io::Image synthetic_tissue_tile(TissueClass tissue, int size, uint64_t se
 
   // Per-tile staining protocol and scanner: stain amounts, stain hue (perturbed Ruifrok vectors),
   // white level and colour cast of the illumination, sensor noise.
-  const float haem_amount = rng.uniform(0.6f, 1.4f), eosin_amount = rng.uniform(0.6f, 1.4f);
+  // (section thickness scales both stains; staining time each on its own)
+  const float thickness = rng.uniform(0.7f, 1.35f);
+  const float haem_amount = thickness * rng.uniform(0.6f, 1.4f), eosin_amount = thickness * rng.uniform(0.55f, 1.45f);
   auto jitter = [&](std::array<float, 3> v) {
-    for (float& c : v) c = std::max(0.01f, c + 0.06f * rng.normal());
+    for (float& c : v) c = std::max(0.01f, c + 0.09f * rng.normal());
     return detail::unit(v);
   };
   const std::array<float, 3> haem_vector = jitter({0.650f, 0.704f, 0.286f}), eosin_vector = jitter({0.072f, 0.990f, 0.105f});
-  const float white = rng.uniform(225.0f, 252.0f);
+  const float white = rng.uniform(210.0f, 252.0f);
   std::array<float, 3> light;
   for (float& l : light) l = std::min(255.0f, white + rng.uniform(-6.0f, 6.0f));
   const float noise = rng.uniform(1.0f, 4.0f);
