@@ -2,7 +2,8 @@
 # One run on a GPU machine (the device tool): build histograd::cuda and the CUDA suites and
 # benchmarks for the card in hand, run every CUDA test against the CPU reference, then the
 # benchmarks beside PyTorch, and print a short table last. Logs go to $OUT (or ./gpu_out).
-# Usage (device tool): bash scripts/gpu_check.sh [tests|bench|all]   with .devdeps carried.
+# Usage (device tool): bash scripts/gpu_check.sh [tests|bench|all]   with .devdeps carried
+# (Eigen and doctest headers copied from this machine; HG_DEVDEPS names another folder).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -12,10 +13,11 @@ start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
 
 # The GPU image has no Eigen or doctest and no network: use the copies carried in .devdeps.
-if [ -d .devdeps ] && [ ! -d /usr/include/eigen3 ]; then
-  cp -r .devdeps/include/eigen3 .devdeps/include/doctest /usr/include/ 2>/dev/null
-  mkdir -p /usr/share/eigen3 /usr/lib/cmake && cp -r .devdeps/cmake/eigen3 /usr/share/eigen3/cmake &&
-    cp -r .devdeps/cmake/doctest /usr/lib/cmake/doctest
+deps="${HG_DEVDEPS:-.devdeps}"
+if [ -d "$deps" ] && [ ! -d /usr/include/eigen3 ]; then
+  cp -r "$deps"/include/eigen3 "$deps"/include/doctest /usr/include/ 2>/dev/null
+  mkdir -p /usr/share/eigen3 /usr/lib/cmake && cp -r "$deps"/cmake/eigen3 /usr/share/eigen3/cmake &&
+    cp -r "$deps"/cmake/doctest /usr/lib/cmake/doctest
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" 2>&1 | tee -a "$out/gpu.txt"
