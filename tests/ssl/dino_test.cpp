@@ -24,7 +24,10 @@
 #include <vector>
 
 #include <histograd/io/safetensors.hpp>
+#include <histograd/optim/clip.hpp>
+#include <histograd/optim/ema.hpp>
 #include <histograd/optim/optimizer.hpp>
+#include <histograd/optim/schedule.hpp>
 #include <histograd/ssl/dino.hpp>
 
 namespace {
@@ -105,36 +108,6 @@ struct Meta {
   }
 };
 
-// utils.cosine_scheduler's value at one iteration (linear warm-up from 0, then cosine).
-double cosine_schedule(double base, double final_value, int64_t epochs, int64_t niter_per_ep, int64_t warmup_epochs,
-                       int64_t it) {
-  const int64_t warmup_iters = warmup_epochs * niter_per_ep, total = epochs * niter_per_ep;
-  if (it < warmup_iters) {
-    if (warmup_iters == 1) return 0.0;
-    return double(it) * ((base - 0.0) / double(warmup_iters - 1));
-  }
-  const double cosine_len = double(total - warmup_iters);
-  return final_value + 0.5 * (base - final_value) * (1 + std::cos(M_PI * double(it - warmup_iters) / cosine_len));
-}
-
-// utils.clip_gradients: per parameter, scale the gradient by clip / (||g|| + 1e-6) when that is
-// below 1; returns the norms in named_parameters order.
-template <class T>
-std::vector<double> clip_gradients_local(hg::nn::Module<T>& model, double clip) {
-  std::vector<double> norms;
-  hg::NoGradGuard no_grad;
-  for (auto& [name, p] : model.named_parameters()) {
-    hg::Tensor<T> g = p.grad();
-    if (!g.defined()) continue;
-    double sq = 0;
-    for (T v : g.contiguous().to_vector()) sq += double(v) * double(v);
-    const double norm = std::sqrt(sq), coef = clip / (norm + 1e-6);
-    norms.push_back(norm);
-    if (coef < 1) p.set_grad(g * T(coef));
-  }
-  return norms;
-}
-
 template <class T>
 void run_fixture_step(const std::string& case_name, bool float_run) {
   // One tolerance per precision (see the header); float32 updates add the storage resolution
@@ -177,18 +150,21 @@ void run_fixture_step(const std::string& case_name, bool float_run) {
   // Schedules at this iteration, as train_dino builds them.
   const int64_t epoch = meta.integer("epoch"), it = meta.integer("global_iteration");
   const int64_t epochs = meta.integer("epochs"), niter = meta.integer("niter_per_ep"), batch = meta.integer("batch");
-  const double lr = cosine_schedule(meta.number("lr") * double(batch) / 256.0, meta.number("min_lr"), epochs, niter,
-                                    meta.integer("warmup_epochs"), it);
-  const double wd = cosine_schedule(meta.number("weight_decay"), meta.number("weight_decay_end"), epochs, niter, 0, it);
-  const double momentum = cosine_schedule(meta.number("momentum_teacher"), 1.0, epochs, niter, 0, it);
+  const auto at = [it](const std::vector<double>& schedule) { return schedule.at(static_cast<size_t>(it)); };
+  const double lr = at(hg::optim::cosine_schedule(meta.number("lr") * double(batch) / 256.0, meta.number("min_lr"),
+                                                  epochs, niter, meta.integer("warmup_epochs")));
+  const double wd = at(hg::optim::cosine_schedule(meta.number("weight_decay"), meta.number("weight_decay_end"), epochs, niter));
+  const double momentum = at(hg::optim::cosine_schedule(meta.number("momentum_teacher"), 1.0, epochs, niter));
   CHECK(std::abs(lr - meta.number("lr_value")) <= 1e-15);
   CHECK(std::abs(wd - meta.number("wd_value")) <= 1e-15);
   CHECK(std::abs(momentum - meta.number("momentum_value")) <= 1e-15);
   CHECK(dino.loss.teacher_temperature(epoch) == doctest::Approx(meta.number("teacher_temp_value")).epsilon(1e-15));
 
   // Parameter groups: the same decayed names as utils.get_params_groups.
-  hg::nn::ParameterGroups<T> groups = ssl::dino_parameter_groups(dino.student);
-  CHECK(groups.decay_names == meta.names("decay_names"));
+  hg::optim::AdamW<T> optimizer(hg::optim::make_param_groups(dino.student, meta.number("weight_decay"), 0.0,
+                                                              hg::optim::DecayRule::dino_reference));
+  REQUIRE(optimizer.groups().size() == 2);
+  CHECK(optimizer.groups()[0].names == meta.names("decay_names"));
 
   std::vector<hg::Tensor<T>> crops, globals;
   for (int64_t i = 0; i < ncrops; ++i) crops.push_back(get("crop/" + std::to_string(i)));
@@ -220,30 +196,20 @@ void run_fixture_step(const std::string& case_name, bool float_run) {
   CHECK(with_grad == meta.names("clip_names"));
 
   // clip_gradients(clip), then cancel_gradients_last_layer(epoch, freeze_last_layer).
-  std::vector<double> norms = clip_gradients_local(dino.student, meta.number("clip_grad"));
+  std::vector<double> norms = hg::optim::clip_gradients(dino.student.named_parameters(), meta.number("clip_grad"));
   check_relative("clip_norms", hg::from_vector<double>(norms, {int64_t(norms.size())}).template to<T>(),
                  get("clip_norms"), tol);
-  if (epoch < meta.integer("freeze_last_layer"))
-    for (auto& [name, p] : dino.student.named_parameters())
-      if (name.find("last_layer") != std::string::npos) p.zero_grad();
+  hg::optim::cancel_gradients_last_layer(epoch, dino.student.named_parameters(), meta.integer("freeze_last_layer"));
 
-  // AdamW over get_params_groups' two groups (group 1 without weight decay).
-  hg::optim::AdamW<T> decayed(groups.decay, lr, 0.9, 0.999, 1e-8, wd);
-  hg::optim::AdamW<T> not_decayed(groups.no_decay, lr, 0.9, 0.999, 1e-8, 0.0);
-  decayed.step();
-  not_decayed.step();
+  // AdamW over get_params_groups' two groups; the schedule sets lr on both, weight decay on
+  // group 0 only.
+  optimizer.set_lr(lr);
+  optimizer.set_weight_decay(wd);
+  optimizer.step();
+  CHECK(optimizer.groups()[1].weight_decay == 0.0);
 
   // EMA of every teacher parameter (head included) toward the student.
-  {
-    hg::NoGradGuard no_grad;
-    auto student_params = dino.student.named_parameters(), teacher_params = dino.teacher.named_parameters();
-    REQUIRE(student_params.size() == teacher_params.size());
-    for (size_t i = 0; i < student_params.size(); ++i) {
-      REQUIRE(student_params[i].first == teacher_params[i].first);
-      hg::Tensor<T>& t = teacher_params[i].second;
-      t.copy_(t * T(momentum) + student_params[i].second * T(1 - momentum));
-    }
-  }
+  hg::optim::ema_update(dino.teacher, dino.student, momentum);
 
   // Parameters after the step, and the update itself (after - before), which is small beside
   // the values and would hide in them.

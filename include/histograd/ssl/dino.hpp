@@ -2,7 +2,9 @@
 // its weight-normalised prototype layer (vision_transformer.py DINOHead), the multi-crop
 // wrapper that runs the backbone once per resolution (utils.py MultiCropWrapper), the
 // self-distillation loss with teacher centring and temperature warm-up (main_dino.py
-// DINOLoss), DINO's parameter groups (utils.get_params_groups) and a student/teacher bundle.
+// DINOLoss) and a student/teacher bundle. DINO's optimiser pieces (get_params_groups as
+// optim::make_param_groups(..., DecayRule::dino_reference), cosine schedules, clip_gradients,
+// cancel_gradients_last_layer, the EMA update) are in optim/.
 #pragma once
 #include <cmath>
 #include <string>
@@ -19,6 +21,7 @@
 #include "../ops/norm.hpp"
 #include "../ops/reduce.hpp"
 #include "../ops/softmax.hpp"
+#include "../optim/schedule.hpp"
 
 namespace histograd::ssl {
 
@@ -182,13 +185,8 @@ class DINOLoss : public nn::Module<T> {
              "expected positive temperatures, got student ", config.student_temp, ", teacher ", config.teacher_temp,
              ", warm-up ", config.warmup_teacher_temp);
     center = zeros<T>({1, out_dim});
-    // np.linspace(warmup, final, n) (i·step + start, the last value exactly `final`), then final.
-    const int64_t warm = config.warmup_teacher_temp_epochs;
-    const double step = warm > 1 ? (config.teacher_temp - config.warmup_teacher_temp) / double(warm - 1) : 0.0;
-    for (int64_t e = 0; e < warm; ++e)
-      teacher_temp_schedule.push_back(e == warm - 1 && warm > 1 ? config.teacher_temp
-                                                                : double(e) * step + config.warmup_teacher_temp);
-    for (int64_t e = warm; e < config.nepochs; ++e) teacher_temp_schedule.push_back(config.teacher_temp);
+    teacher_temp_schedule = optim::teacher_temperature_schedule(config.warmup_teacher_temp, config.teacher_temp,
+                                                               config.warmup_teacher_temp_epochs, config.nepochs);
   }
   // The reference's positional constructor.
   DINOLoss(int64_t out_dim, int64_t ncrops, double warmup_teacher_temp, double teacher_temp,
@@ -262,26 +260,6 @@ class DINOLoss : public nn::Module<T> {
  private:
   DINOLossConfig config_;
 };
-
-// utils.get_params_groups: the parameters that require grad, split into regularised (group 0)
-// and not (group 1: names ending in ".bias" and every 1-D parameter). Unlike
-// Module::parameter_groups, pos_embed and cls_token ARE decayed here, as in DINO.
-template <class T>
-nn::ParameterGroups<T> dino_parameter_groups(nn::Module<T>& model) {
-  nn::ParameterGroups<T> groups;
-  for (auto& [name, p] : model.named_parameters()) {
-    if (!p.requires_grad()) continue;
-    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    if (is_bias || p.dim() == 1) {
-      groups.no_decay.push_back(p);
-      groups.no_decay_names.push_back(name);
-    } else {
-      groups.decay.push_back(p);
-      groups.decay_names.push_back(name);
-    }
-  }
-  return groups;
-}
 
 // A student, its teacher and the loss, built as main_dino.py does: the teacher has the same
 // backbone without stochastic depth and a head with norm_last_layer=true, starts as a copy of
