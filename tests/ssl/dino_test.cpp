@@ -242,3 +242,211 @@ TEST_CASE("DINO parity: the same step in float32") {
     SUBCASE(c) { run_fixture_step<float>(c, true); }
   }
 }
+
+namespace {
+
+// The reference's loss written out per pair (main_dino.py DINOLoss.forward) with plain loops.
+double naive_dino_loss(const std::vector<double>& student, const std::vector<double>& teacher,
+                       const std::vector<double>& center, int64_t ncrops, int64_t batch, int64_t classes,
+                       double teacher_temp, double student_temp) {
+  auto row_softmax = [&](const double* x, const double* shift, double temp, bool log) {
+    std::vector<double> y(static_cast<size_t>(classes));
+    double mx = -1e300;
+    for (int64_t k = 0; k < classes; ++k) mx = std::max(mx, (x[k] - (shift ? shift[k] : 0)) / temp);
+    double total = 0;
+    for (int64_t k = 0; k < classes; ++k) total += std::exp((x[k] - (shift ? shift[k] : 0)) / temp - mx);
+    for (int64_t k = 0; k < classes; ++k) {
+      const double z = (x[k] - (shift ? shift[k] : 0)) / temp - mx;
+      y[size_t(k)] = log ? z - std::log(total) : std::exp(z) / total;
+    }
+    return y;
+  };
+  double total = 0;
+  int64_t terms = 0;
+  for (int64_t iq = 0; iq < 2; ++iq)
+    for (int64_t v = 0; v < ncrops; ++v) {
+      if (v == iq) continue;
+      double mean = 0;
+      for (int64_t b = 0; b < batch; ++b) {
+        auto q = row_softmax(&teacher[size_t((iq * batch + b) * classes)], center.data(), teacher_temp, false);
+        auto ls = row_softmax(&student[size_t((v * batch + b) * classes)], nullptr, student_temp, true);
+        double h = 0;
+        for (int64_t k = 0; k < classes; ++k) h -= q[size_t(k)] * ls[size_t(k)];
+        mean += h / double(batch);
+      }
+      total += mean;
+      ++terms;
+    }
+  return total / double(terms);
+}
+
+ssl::DINOLossConfig loss_config(int64_t ncrops) {
+  ssl::DINOLossConfig c;
+  c.ncrops = ncrops;
+  c.warmup_teacher_temp = 0.04;
+  c.teacher_temp = 0.07;
+  c.warmup_teacher_temp_epochs = 3;
+  c.nepochs = 5;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("DINOLoss: the reference's per-pair average, the centre update, and the gradient") {
+  for (int64_t ncrops : {2, 3, 6}) {
+    CAPTURE(ncrops);
+    const int64_t batch = 3, classes = 7;
+    ssl::DINOLoss<double> loss(classes, loss_config(ncrops));
+    loss.center.copy_(random_input({1, classes}, 5) * 0.3);
+    const std::vector<double> center = loss.center.to_vector();
+    hg::Tensor<double> student = random_input({ncrops * batch, classes}, 11), teacher = random_input({2 * batch, classes}, 12);
+    for (int64_t epoch = 0; epoch < 5; ++epoch) {
+      const double expected = naive_dino_loss(student.to_vector(), teacher.to_vector(), center, ncrops, batch, classes,
+                                              loss.teacher_temperature(epoch), 0.1);
+      CHECK(loss.compute(student, teacher, epoch).item() == doctest::Approx(expected).epsilon(1e-13));
+    }
+    // forward also moves the centre: 0.9 c + 0.1 mean over the teacher's rows.
+    const std::vector<double> t = teacher.to_vector();
+    loss.forward(student, teacher, 1);
+    std::vector<double> expected_center(size_t(classes), 0.0);
+    for (int64_t k = 0; k < classes; ++k) {
+      double mean = 0;
+      for (int64_t r = 0; r < 2 * batch; ++r) mean += t[size_t(r * classes + k)];
+      expected_center[size_t(k)] = center[size_t(k)] * 0.9 + mean / double(2 * batch) * 0.1;
+    }
+    check_close(loss.center, expected_center, 1e-14);
+    // Differentiable in the student only (the teacher's distribution is a constant target);
+    // gradcheck on a non-contiguous student.
+    hg::Tensor<double> strided = random_input({ncrops * batch, classes}, 13, true);
+    check_gradients([&](const std::vector<hg::Tensor<double>>& in) { return loss.compute(in[0], teacher, 2); },
+                    {strided});
+    hg::Tensor<double> teacher_leaf = teacher.detach().requires_grad_(true);
+    loss.compute(strided.detach().requires_grad_(true), teacher_leaf, 0).backward();
+    CHECK_FALSE(teacher_leaf.grad().defined());
+  }
+}
+
+TEST_CASE("DINOLoss: teacher temperature warm-up per epoch as np.linspace, then constant") {
+  ssl::DINOLoss<float> loss(4, loss_config(4));
+  // np.linspace(0.04, 0.07, 3) = [0.04, 0.055, 0.07], then 0.07 for epochs 3 and 4.
+  CHECK(loss.teacher_temperature(0) == 0.04);
+  CHECK(loss.teacher_temperature(1) == doctest::Approx(0.055).epsilon(1e-15));
+  CHECK(loss.teacher_temperature(2) == 0.07);
+  CHECK(loss.teacher_temperature(4) == 0.07);
+  CHECK_THROWS_WITH_AS(loss.teacher_temperature(5), doctest::Contains("DINOLoss: expected epoch in [0, 5)"), hg::Error);
+  CHECK(loss.state_dict().count("center") == 1);
+}
+
+TEST_CASE("DINOLoss: shape mistakes are named") {
+  ssl::DINOLoss<float> loss(8, loss_config(4));
+  hg::Tensor<float> teacher = hg::zeros<float>({4, 8});
+  CHECK_THROWS_WITH_AS(loss.forward(hg::zeros<float>({6, 8}), teacher, 0),
+                       doctest::Contains("DINOLoss: expected student_output [4·2, 8]"), hg::Error);
+  CHECK_THROWS_WITH_AS(loss.forward(hg::zeros<float>({8, 8}), hg::zeros<float>({3, 8}), 0),
+                       doctest::Contains("DINOLoss: expected teacher_output [2·B, 8]"), hg::Error);
+  CHECK_THROWS_WITH_AS(loss.forward(hg::zeros<float>({8, 8}), teacher, 9),
+                       doctest::Contains("DINOLoss: expected epoch in [0, 5)"), hg::Error);
+  CHECK_THROWS_WITH_AS(ssl::DINOLoss<float>(8, loss_config(1)), doctest::Contains("DINOLoss: expected out_dim > 0 and ncrops >= 2"),
+                       hg::Error);
+}
+
+TEST_CASE("WeightNormLinear: rows of norm g, gradients to v and g") {
+  hg::Generator gen(4);
+  ssl::WeightNormLinear<double> layer(5, 3, gen);
+  layer.weight_g = hg::abs(random_input({3, 1}, 21)).detach().requires_grad_(true);
+  const std::vector<double> w = layer.weight().to_vector(), g = layer.weight_g.to_vector();
+  for (int64_t r = 0; r < 3; ++r) {
+    double sq = 0;
+    for (int64_t c = 0; c < 5; ++c) sq += w[size_t(r * 5 + c)] * w[size_t(r * 5 + c)];
+    CHECK(std::sqrt(sq) == doctest::Approx(g[size_t(r)]).epsilon(1e-14));
+  }
+  check_gradients(
+      [&](const std::vector<hg::Tensor<double>>& in) {
+        ssl::WeightNormLinear<double> l = layer;
+        l.weight_g = in[1];
+        l.weight_v = in[2];
+        return l.forward(in[0]);
+      },
+      {random_input({4, 5}, 22, true), layer.weight_g.detach(), random_input({3, 5}, 23)});
+}
+
+TEST_CASE("DINOHead: the reference's keys and shapes, frozen g, one-layer form, no BatchNorm") {
+  hg::Generator gen(1);
+  ssl::DINOHeadConfig config{.out_dim = 10, .norm_last_layer = true, .nlayers = 3, .hidden_dim = 6, .bottleneck_dim = 4};
+  ssl::DINOHead<float> head(8, config, gen);
+  std::map<std::string, hg::Shape> shapes;
+  for (auto& [name, t] : head.state_dict()) shapes[name] = t.shape();
+  const std::map<std::string, hg::Shape> expected{
+      {"mlp.0.weight", {6, 8}}, {"mlp.0.bias", {6}},   {"mlp.2.weight", {6, 6}},
+      {"mlp.2.bias", {6}},      {"mlp.4.weight", {4, 6}}, {"mlp.4.bias", {4}},
+      {"last_layer.weight_g", {10, 1}}, {"last_layer.weight_v", {10, 4}}};
+  CHECK(shapes == expected);
+  CHECK_FALSE(head.last_layer.weight_g.requires_grad());
+  for (float v : head.mlp[1].bias.to_vector()) CHECK(v == 0.0f);
+  // Unit-norm prototypes while g is 1: the logits of a unit input are cosines, within [-1, 1].
+  hg::Tensor<float> out = head.forward(hg::randn<float>({5, 8}, gen));
+  CHECK(out.shape() == hg::Shape{5, 10});
+  for (float v : out.to_vector()) CHECK(std::abs(v) <= 1.0f + 1e-6f);
+
+  config.nlayers = 1;
+  config.norm_last_layer = false;
+  ssl::DINOHead<float> single(8, config, gen);
+  CHECK(single.state_dict().count("mlp.weight") == 1);
+  CHECK(single.last_layer.weight_g.requires_grad());
+  config.use_bn = true;
+  CHECK_THROWS_WITH_AS(ssl::DINOHead<float>(8, config, gen), doctest::Contains("DINOHead: use_bn=true"), hg::Error);
+  CHECK_THROWS_WITH_AS(head.forward(hg::zeros<float>({2, 7})), doctest::Contains("DINOHead: expected input [N, 8]"),
+                       hg::Error);
+}
+
+TEST_CASE("MultiCropWrapper: one backbone pass per run of equal widths, rows crop-major, head once") {
+  ssl::DINOHeadConfig head{.out_dim = 12, .hidden_dim = 8, .bottleneck_dim = 4};
+  ssl::DINO<double> dino = ssl::build_dino<double>(tiny_vit(), head, loss_config(5), 9);
+  hg::Generator gen(2);
+  auto crop = [&](int64_t side) { return hg::randn<double>({2, 3, side, side}, gen); };
+  for (std::vector<int64_t> sides : {std::vector<int64_t>{32, 32, 16, 16, 16}, std::vector<int64_t>{32, 16, 32}}) {
+    std::vector<hg::Tensor<double>> crops;
+    for (int64_t s : sides) crops.push_back(crop(s));
+    hg::Tensor<double> out = dino.student.forward(crops);
+    std::vector<hg::Tensor<double>> one_by_one;
+    for (const auto& c : crops) one_by_one.push_back(dino.student.backbone.forward(c));
+    check_close(out, dino.student.head.forward(hg::cat<double>(one_by_one, 0)), 1e-12);
+  }
+  CHECK_THROWS_WITH_AS(dino.student.forward(std::vector<hg::Tensor<double>>{}),
+                       doctest::Contains("MultiCropWrapper: expected at least one crop"), hg::Error);
+}
+
+TEST_CASE("build_dino: teacher starts as the student, without gradients, drop-path or a trainable g") {
+  models::ViTConfig vit = tiny_vit();
+  vit.drop_path_rate = 0.1;
+  ssl::DINOHeadConfig head{.out_dim = 12, .norm_last_layer = false, .hidden_dim = 8, .bottleneck_dim = 4};
+  ssl::DINO<float> dino = ssl::build_dino<float>(vit, head, loss_config(4), 5);
+  auto student = dino.student.state_dict(), teacher = dino.teacher.state_dict();
+  REQUIRE(student.size() == teacher.size());
+  for (auto& [name, t] : student) check_close(teacher.at(name), t, 0.0);
+  for (auto& [name, p] : dino.teacher.named_parameters()) CHECK_FALSE(p.requires_grad());
+  CHECK(dino.student.head.last_layer.weight_g.requires_grad());
+  CHECK(dino.student.backbone.config().drop_path_rate == 0.1);
+  CHECK(dino.teacher.backbone.config().drop_path_rate == 0.0);
+  CHECK(dino.loss.center.shape() == hg::Shape{1, 12});
+  CHECK(student.count("head.last_layer.weight_v") == 1);
+  CHECK(student.count("backbone.blocks.1.mlp.fc2.weight") == 1);
+}
+
+TEST_CASE("the DINO fixtures can fail: wrong teacher temperature, timm's decay split") {
+  hg::io::SafetensorsFile file(kDir + "case1.safetensors");
+  Meta meta{file.metadata()};
+  ssl::DINOLossConfig config = loss_config(2 + meta.integer("local_crops"));
+  config.nepochs = meta.integer("epochs");
+  ssl::DINOLoss<double> loss(meta.integer("out_dim"), config);
+  loss.center.copy_(file.get<double>("center_before"));
+  const hg::Tensor<double> s = file.get<double>("student_output"), t = file.get<double>("teacher_output");
+  const hg::Tensor<double> reference = file.get<double>("loss");
+  const int64_t epoch = meta.integer("epoch");
+  CHECK(relative_error(loss.compute(s, t, epoch).reshape({1}), reference) <= 1e-12);
+  CHECK(relative_error(loss.compute(s, t, epoch + 1).reshape({1}), reference) > 1e-3);
+  // Module::parameter_groups (timm's rule) exempts pos_embed and cls_token; DINO decays them.
+  ssl::DINOHeadConfig head{.out_dim = 64, .hidden_dim = 32, .bottleneck_dim = 16};
+  ssl::DINO<double> dino = ssl::build_dino<double>(tiny_vit(), head, config, 1);
+  CHECK(dino.student.parameter_groups().decay_names != meta.names("decay_names"));
+}
