@@ -8,6 +8,8 @@
 #include "histograd/cuda/conv.hpp"
 
 #ifdef HISTOGRAD_WITH_CUDNN
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cudnn.h>
 
 #include <mutex>
@@ -96,9 +98,36 @@ void check_args(const Conv2dArgs& a) {
   HG_CHECK(a.batch > 0 && a.in_channels > 0 && a.out_channels > 0 && a.kernel_h > 0 && a.kernel_w > 0 &&
                a.stride_h > 0 && a.stride_w > 0 && a.pad_h >= 0 && a.pad_w >= 0,
            "cuda::conv2d", "expected positive sizes and strides and non-negative padding");
-  HG_CHECK(a.out_height() > 0 && a.out_width() > 0, "cuda::conv2d", "kernel ", a.kernel_h, "x", a.kernel_w,
-           " is larger than the padded input ", a.height + 2 * a.pad_h, "x", a.width + 2 * a.pad_w);
+  // Compared directly: out_height() divides a negative numerator toward zero and would say 1.
+  HG_CHECK(a.kernel_h <= a.height + 2 * a.pad_h && a.kernel_w <= a.width + 2 * a.pad_w, "cuda::conv2d", "kernel ",
+           a.kernel_h, "x", a.kernel_w, " is larger than the padded input ", a.height + 2 * a.pad_h, "x",
+           a.width + 2 * a.pad_w);
 }
+
+// dbias[o] = Σ over (n, p, q) of dy[n, o, p, q]: one block per output channel, fp32 partial
+// sums in a fixed order (cuDNN 9's cudnnConvolutionBackwardBias answers NOT_SUPPORTED for
+// these layouts, and a reduction this simple is not worth a library call).
+template <class T>
+__global__ void conv_bias_grad_kernel(const T* dy, T* dbias, int64_t batch, int64_t channels, int64_t plane) {
+  const int64_t channel = blockIdx.x;
+  float sum = 0;
+  for (int64_t n = 0; n < batch; ++n) {
+    const T* row = dy + (n * channels + channel) * plane;
+    for (int64_t i = threadIdx.x; i < plane; i += blockDim.x) sum += static_cast<float>(row[i]);
+  }
+  __shared__ float partial[256];
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int width = blockDim.x / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) partial[threadIdx.x] += partial[threadIdx.x + width];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) dbias[channel] = T(partial[0]);
+}
+
+template <class T> struct DeviceType { using type = T; };
+template <> struct DeviceType<bfloat16> { using type = __nv_bfloat16; };
+template <> struct DeviceType<half> { using type = __half; };
 
 }  // namespace
 
@@ -145,7 +174,13 @@ void conv2d_backward(const Conv2dArgs& args, const T* x, const T* weight, const 
     HG_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, d.x, x, d.y, dy, d.conv, best.algo, workspace.ptr,
                                                   best.memory, &zero, d.w, dweight));
   }
-  if (dbias) HG_CUDNN_CHECK(cudnnConvolutionBackwardBias(h, &one, d.y, dy, &zero, d.bias, dbias));
+  if (dbias) {
+    using D = typename DeviceType<T>::type;
+    conv_bias_grad_kernel<D><<<static_cast<unsigned>(args.out_channels), 256, 0, stream_or_current(stream)>>>(
+        reinterpret_cast<const D*>(dy), reinterpret_cast<D*>(dbias), args.batch, args.out_channels,
+        args.out_height() * args.out_width());
+    HG_CUDA_CHECK_LAUNCH("conv2d_backward (bias)");
+  }
 }
 
 #define HG_INSTANTIATE_CONV(T)                                                                            \
