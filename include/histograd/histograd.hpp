@@ -34,13 +34,39 @@
 #include "nn/attention.hpp"
 #include "nn/transformer.hpp"
 #include "optim/optimizer.hpp"
+#include "optim/schedule.hpp"
+#include "optim/clip.hpp"
+#include "optim/ema.hpp"
 #include "models/presets.hpp"
 #include "io/safetensors.hpp"
 #include "io/pth.hpp"
 #include "io/checkpoint.hpp"
 #include "io/npy.hpp"
 #include "io/image.hpp"
+#include "io/training_state.hpp"
 #include "data/transforms.hpp"
+#include "data/dataset.hpp"
+#include "data/augment.hpp"
+#include "data/loader.hpp"
+#include "data/synthetic_tissue.hpp"
+#include "ssl/dino.hpp"
+#include "ssl/masking.hpp"
+#include "ssl/dinov2.hpp"
+#include "ssl/mae.hpp"
+#include "ssl/evaluation.hpp"
+#include "ssl/trainer.hpp"
+
+// The CUDA backend's launchers (raw device pointers) for programs that call kernels directly;
+// the ops above dispatch to them on their own. Linking histograd::cuda defines HISTOGRAD_WITH_CUDA.
+#ifdef HISTOGRAD_WITH_CUDA
+#include "cuda/runtime.hpp"
+#include "cuda/gemm.hpp"
+#include "cuda/conv.hpp"
+#include "cuda/attention.hpp"
+#include "cuda/layer_norm.hpp"
+#include "cuda/cross_entropy.hpp"
+#include "cuda/ema.hpp"
+#endif
 
 // The whole-slide-image component needs OpenSlide and HDF5: linking histograd::wsi defines
 // HISTOGRAD_WITH_WSI (or define it yourself and link -lopenslide -lhdf5).
