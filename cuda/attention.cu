@@ -5,11 +5,14 @@
 //    mma.sync m16n8k16 tensor cores (bf16/fp16 in, fp32 accumulate), cp.async double buffering.
 //    The score tile's accumulator layout equals the A-operand layout of the next mma, so P and
 //    dS go from registers straight into the following product (no shared-memory round trip).
+//  - *_hopper (attention_hopper.cuh): the sm_90a forward on warpgroup MMAs (wgmma), chosen by
+//    AttentionKernel::flash where the device is sm_90 and the library holds sm_90a code.
 //  - dilated_gather/scatter: LongNet's index mapping (MODELS.md §14.2).
 // Fragment layouts are PTX ISA §9.7.14.5.8 (m16n8k16) and §9.7.14.5.15 (ldmatrix).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -18,6 +21,7 @@
 #include "histograd/core/dtype.hpp"
 #include "histograd/core/error.hpp"
 #include "histograd/cuda/attention.hpp"
+#include "attention_wgmma.cuh"
 
 namespace histograd::cuda {
 namespace {
@@ -679,6 +683,8 @@ __global__ void __launch_bounds__(kFlashThreads)
   }
 }
 
+#include "attention_hopper.cuh"
+
 template <class T>
 __global__ void convert_from_float(const float* src, T* dst, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -769,7 +775,7 @@ template <class T>
 bool use_flash(const AttentionShape& s, const AttentionOptions& o, std::initializer_list<const void*> pointers,
                const char* op) {
   const bool applies = flash_applies<T>(s, pointers);
-  if (o.kernel == AttentionKernel::flash)
+  if (o.kernel == AttentionKernel::flash || o.kernel == AttentionKernel::flash_v1)
     HG_CHECK(applies, op,
              "expected bf16/fp16 with head_dim 32, 64, 96 or 128 and 16-byte aligned pointers for the flash kernel, "
              "got ",
@@ -790,6 +796,41 @@ void launch_forward_flash(const DT* q, const DT* k, const DT* v, DT* out, float*
   kernel<<<static_cast<unsigned>(blocks), kFlashThreads, Tiles::kSmemBytes, stream>>>(q, k, v, out, lse, p,
                                                                                       static_cast<int>(num_q_blocks));
   HG_CUDA_CHECK_LAUNCH("attention_forward_flash");
+}
+
+// Per device: 0 not asked yet, 1 no, 2 yes. The marker kernel's static shared memory says
+// whether the code loaded for this device was compiled for sm_90a (no launch, no sync, so it is
+// safe during stream capture).
+bool hopper_compiled_for_current_device() {
+  static std::atomic<int> cache[64] = {};
+  int device = 0;
+  HG_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 0 || device >= 64) return false;
+  if (cache[device].load(std::memory_order_relaxed) == 0) {
+    cudaDeviceProp prop{};
+    HG_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    cudaFuncAttributes marker{}, twin{};
+    HG_CUDA_CHECK(cudaFuncGetAttributes(&marker, hopper_marker));
+    HG_CUDA_CHECK(cudaFuncGetAttributes(&twin, hopper_marker_twin));
+    const bool yes = prop.major == 9 && prop.minor == 0 && marker.sharedSizeBytes >= twin.sharedSizeBytes + 1024;
+    cache[device].store(yes ? 2 : 1, std::memory_order_relaxed);
+  }
+  return cache[device].load(std::memory_order_relaxed) == 2;
+}
+
+template <class DT, int D>
+void launch_forward_hopper(const DT* q, const DT* k, const DT* v, DT* out, float* lse, const Params& p,
+                           cudaStream_t stream) {
+  using Tiles = HopperForwardTiles<D>;
+  const int64_t num_q_blocks = (p.query_len + Tiles::kBlockM - 1) / Tiles::kBlockM;
+  const int64_t blocks = num_q_blocks * p.batch * p.heads;
+  HG_CHECK(blocks < (int64_t{1} << 31), "attention_forward", "expected fewer than 2^31 thread blocks, got ", blocks);
+  auto kernel = attention_forward_hopper<DT, D>;
+  HG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(Tiles::kSmemBytes)));
+  kernel<<<static_cast<unsigned>(blocks), kHopperThreads, Tiles::kSmemBytes, stream>>>(
+      q, k, v, out, lse, p, static_cast<int>(num_q_blocks));
+  HG_CUDA_CHECK_LAUNCH("attention_forward_hopper");
 }
 
 template <class DT, int D>
@@ -827,6 +868,10 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, float* logsum
   const Params p = make_params(shape, options);
   cudaStream_t s = stream_or_current(stream);
   if constexpr (!std::is_same_v<T, float>) {
+    if (flash && options.kernel != AttentionKernel::flash_v1 && hopper_compiled_for_current_device()) {
+      if (shape.head_dim == 64) return launch_forward_hopper<DT, 64>(dq, dk, dv, dout, logsumexp, p, s);
+      if (shape.head_dim == 128) return launch_forward_hopper<DT, 128>(dq, dk, dv, dout, logsumexp, p, s);
+    }
     if (flash) {
       switch (shape.head_dim) {
         case 32: return launch_forward_flash<DT, 32>(dq, dk, dv, dout, logsumexp, p, s);
@@ -840,6 +885,8 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, float* logsum
   attention_forward_reference<DT><<<rows_grid(rows, op), kReferenceThreads, 0, s>>>(dq, dk, dv, dout, logsumexp, p);
   HG_CUDA_CHECK_LAUNCH("attention_forward_reference");
 }
+
+bool attention_hopper_available() { return hopper_compiled_for_current_device(); }
 
 size_t attention_backward_workspace_bytes(const AttentionShape& shape) {
   const int64_t rows = shape.batch * shape.heads * shape.query_len;

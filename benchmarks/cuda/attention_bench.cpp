@@ -62,7 +62,7 @@ T* random_device(size_t n, uint32_t seed) {
 }
 
 template <class T>
-void bench(const char* tag, int64_t B, int64_t H, int64_t N, int64_t D, bool causal) {
+void bench(const char* tag, int64_t B, int64_t H, int64_t N, int64_t D, bool causal, hc::AttentionKernel kernel) {
   const size_t n = static_cast<size_t>(B * H * N * D);
   T *q = random_device<T>(n, 1), *k = random_device<T>(n, 2), *v = random_device<T>(n, 3),
     *dout = random_device<T>(n, 4);
@@ -76,7 +76,7 @@ void bench(const char* tag, int64_t B, int64_t H, int64_t N, int64_t D, bool cau
   void* ws = hc::allocate(ws_bytes);
   hc::AttentionOptions options;
   options.causal = causal;
-  options.kernel = hc::AttentionKernel::flash;
+  options.kernel = kernel;
 
   const double fwd_ms = time_ms([&] { hc::attention_forward(q, k, v, out, lse, shape, options); });
   const double bwd_ms =
@@ -86,7 +86,9 @@ void bench(const char* tag, int64_t B, int64_t H, int64_t N, int64_t D, bool cau
   std::snprintf(name, sizeof name, "attention %s D%lld N%lld B%lld H%lld%s", tag, static_cast<long long>(D),
                 static_cast<long long>(N), static_cast<long long>(B), static_cast<long long>(H),
                 causal ? " causal" : "");
-  std::printf("RESULT histograd %-44s fwd %8.4f ms %7.1f TFLOP/s  bwd %8.4f ms %7.1f TFLOP/s\n", name, fwd_ms,
+  // "histograd" is the default kernel (flash: Hopper forward where available); v1 lines compare.
+  const char* who = kernel == hc::AttentionKernel::flash_v1 ? "histograd_v1" : "histograd";
+  std::printf("RESULT %s %-44s fwd %8.4f ms %7.1f TFLOP/s  bwd %8.4f ms %7.1f TFLOP/s\n", who, name, fwd_ms,
               flops / (fwd_ms * 1e9), bwd_ms, 2.5 * flops / (bwd_ms * 1e9));
   std::fflush(stdout);
   for (void* p : {static_cast<void*>(q), static_cast<void*>(k), static_cast<void*>(v), static_cast<void*>(dout),
@@ -103,7 +105,8 @@ int main() {
     std::printf("skipped: no usable CUDA device (%s)\n", hc::unavailable_reason().c_str());
     return 0;
   }
-  std::printf("device: %s (bf16 dense tensor peak of an H100/H200 SXM: 989 TFLOP/s)\n", hc::device_name(0).c_str());
+  std::printf("device: %s (bf16 dense tensor peak of an H100/H200 SXM: 989 TFLOP/s); flash forward: %s\n",
+              hc::device_name(0).c_str(), hc::attention_hopper_available() ? "hopper (wgmma)" : "v1 (mma.sync)");
   struct Shape {
     int64_t B, H, N;
     bool causal;
@@ -113,8 +116,10 @@ int main() {
   try {
     for (int64_t D : {64, 128})
       for (const Shape& s : shapes) {
-        bench<histograd::bfloat16>("bf16", s.B, s.H, s.N, D, s.causal);
-        bench<histograd::half>("fp16", s.B, s.H, s.N, D, s.causal);
+        for (hc::AttentionKernel kernel : {hc::AttentionKernel::flash, hc::AttentionKernel::flash_v1}) {
+          bench<histograd::bfloat16>("bf16", s.B, s.H, s.N, D, s.causal, kernel);
+          bench<histograd::half>("fp16", s.B, s.H, s.N, D, s.causal, kernel);
+        }
       }
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());

@@ -115,6 +115,16 @@ double lse_error(const std::vector<double>& ref, const std::vector<float>& got) 
   return hg::test::relative_error(r, g);
 }
 
+// flash runs the Hopper (wgmma) forward where attention_hopper_available(), else flash_v1.
+const char* kernel_label(AttentionKernel kernel) {
+  switch (kernel) {
+    case AttentionKernel::reference: return "reference";
+    case AttentionKernel::flash_v1: return "flash_v1";
+    case AttentionKernel::flash: return hg::cuda::attention_hopper_available() ? "flash(hopper)" : "flash(=v1)";
+    default: return "automatic";
+  }
+}
+
 template <class T>
 double tolerance() {
   if constexpr (std::is_same_v<T, float>) return 1e-5;
@@ -128,7 +138,8 @@ void check_case(const Case& c, AttentionKernel kernel, uint64_t seed) {
   using hg::test::random_values;
   CAPTURE(describe(c));
   CAPTURE(hg::dtype_name<T>());
-  CAPTURE(kernel == AttentionKernel::flash ? "flash" : "reference");
+  const char* kernel_name = kernel_label(kernel);
+  CAPTURE(kernel_name);
   const size_t nq = c.B * c.H * c.Nq * c.D, nk = c.B * c.H * c.Nk * c.D;
   const std::vector<T> q = random_values<T>(nq, seed), k = random_values<T>(nk, seed + 1),
                        v = random_values<T>(nk, seed + 2), dout = random_values<T>(nq, seed + 3);
@@ -177,7 +188,7 @@ void check_case(const Case& c, AttentionKernel kernel, uint64_t seed) {
   const double err_dq = hg::test::relative_error(e.dq, dq.download());
   const double err_dk = hg::test::relative_error(e.dk, dk.download());
   const double err_dv = hg::test::relative_error(e.dv, dv.download());
-  MESSAGE(describe(c) << " " << hg::dtype_name<T>() << (kernel == AttentionKernel::flash ? " flash" : " reference")
+  MESSAGE(describe(c) << " " << hg::dtype_name<T>() << " " << kernel_name
                       << ": out " << err_out << " lse " << err_lse << " dq " << err_dq << " dk " << err_dk << " dv "
                       << err_dv);
   CHECK(err_out <= tol);
@@ -187,12 +198,15 @@ void check_case(const Case& c, AttentionKernel kernel, uint64_t seed) {
   CHECK(err_dv <= tol);
 }
 
-// Every case on the reference kernel, and on the flash kernel where it applies (16-bit types).
+// Every case on the reference kernel, and on both flash kernels where they apply (16-bit types).
 template <class T>
 void check_both(const Case& c, uint64_t seed) {
   check_case<T>(c, AttentionKernel::reference, seed);
   if constexpr (!std::is_same_v<T, float>)
-    if (c.D == 32 || c.D == 64 || c.D == 96 || c.D == 128) check_case<T>(c, AttentionKernel::flash, seed);
+    if (c.D == 32 || c.D == 64 || c.D == 96 || c.D == 128) {
+      check_case<T>(c, AttentionKernel::flash_v1, seed);
+      check_case<T>(c, AttentionKernel::flash, seed);
+    }
 }
 
 template <class T>
@@ -223,6 +237,8 @@ void check_masks_and_lengths() {
   check_both<T>(with(197, 197, 32, false, false, true), seed += 10);  // key padding
   check_both<T>(with(257, 257, 128, true, true, true), seed += 10);   // all at once
   check_both<T>(with(70, 70, 96, false, true, false), seed += 10);    // head dim 96
+  check_both<T>(with(300, 389, 128, true, false, false), seed += 10);  // several 128-row/key blocks, causal
+  check_both<T>(with(389, 300, 64, false, false, true), seed += 10);   // several blocks, padding
   check_both<T>(with(33, 40, 80, false, false, false), seed += 10);   // head dim 80: reference only
   Case scaled = with(64, 64, 64, false, false, false);
   scaled.scale = 0.3f;
@@ -270,7 +286,7 @@ TEST_CASE("cuda attention: Nq != Nk, causal, additive and padding masks, head di
 
 TEST_CASE("cuda attention: no keys gives out 0 and logsumexp +inf; no queries gives dk = dv = 0") {
   HG_REQUIRE_GPU();
-  for (AttentionKernel kernel : {AttentionKernel::reference, AttentionKernel::flash}) {
+  for (AttentionKernel kernel : {AttentionKernel::reference, AttentionKernel::flash_v1, AttentionKernel::flash}) {
     const hg::cuda::AttentionShape no_keys{1, 2, 5, 0, 64};
     DeviceBuffer<hg::bfloat16> q(hg::test::random_values<hg::bfloat16>(640, 7)), kv(1), out(640);
     DeviceBuffer<float> lse(10);
