@@ -6,7 +6,9 @@
 // optim::make_param_groups(..., DecayRule::dino_reference), cosine schedules, clip_gradients,
 // cancel_gradients_last_layer, the EMA update) are in optim/.
 #pragma once
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <string>
 #include <utility>
 #include <vector>
