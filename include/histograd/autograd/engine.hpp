@@ -3,20 +3,35 @@
 // grad receive them in .grad() (summed across backward calls, like PyTorch). The graph's
 // closures are then released (pass retain_graph to keep them for a second backward).
 #pragma once
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "../core/tensor.hpp"
+#include "../cuda/elementwise.hpp"
 #include "node.hpp"
 
 namespace histograd {
 namespace autograd {
 
-// sum = a + b for same-shape tensors, as a new contiguous tensor (never aliases a or b).
+// sum = a + b for same-shape tensors, as a new contiguous tensor (never aliases a or b); on the
+// GPU when the gradients live there.
 template <class T>
 Tensor<T> add_same_shape(const Tensor<T>& a, const Tensor<T>& b) {
+  HG_CHECK(a.device() == b.device(), "backward", "gradients on different devices: ", a.device().str(), " and ",
+           b.device().str());
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    if (a.device().is_cuda()) {
+      Tensor<T> out(a.shape(), a.device());
+      cuda::binary<T>(cuda::BinaryOp::Add, out.shape(), out.device_data(), out.strides(), a.device_data(), a.strides(),
+                      b.device_data(), b.strides());
+      return out;
+    }
+  }
+#endif
   Tensor<T> ac = a.contiguous(), bc = b.contiguous(), out(a.shape());
   const T *pa = ac.data(), *pb = bc.data();
   T* po = out.data();
@@ -106,11 +121,13 @@ void Tensor<T>::backward(const Tensor<T>& grad_output, bool retain_graph) const 
   if (!seed.defined()) {
     HG_CHECK(numel() == 1, "backward", "grad can be implicitly created only for a scalar output, got shape ",
              to_string(shape()), "; pass a gradient of that shape");
-    seed = Tensor<T>(shape());
-    *seed.data() = T(1);
+    seed = Tensor<T>(shape(), device());
+    seed.fill_(T(1));
   }
   HG_CHECK(seed.shape() == shape(), "backward", "gradient of shape ", to_string(seed.shape()),
            " given for an output of shape ", to_string(shape()));
+  HG_CHECK(seed.device() == device(), "backward", "gradient on ", seed.device().str(), " given for an output on ",
+           device().str());
   autograd::run_backward(*this, seed, retain_graph);
 }
 

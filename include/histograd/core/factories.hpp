@@ -1,48 +1,75 @@
 // Tensor factories, named as in PyTorch: empty/zeros/ones/full, arange, rand/randn (Philox,
 // deterministic across thread counts), from_vector (copies) and from_blob (wraps, no copy).
+// Each takes an optional Device; on a CUDA device the fill, arange and Philox draws run there
+// (cuda/copy.cu, cuda/random.cu) and give the same values as on the CPU.
 #pragma once
 #include <cmath>
 #include <functional>
 #include <vector>
 
 #include "../cpu/parallel.hpp"
+#include "../ops/device.hpp"
 #include "random.hpp"
 #include "tensor.hpp"
 
 namespace histograd {
 
-template <class T> Tensor<T> empty(const Shape& shape) { return Tensor<T>(shape); }
+template <class T> Tensor<T> empty(const Shape& shape, Device device = kCPU) { return Tensor<T>(shape, device); }
 
-template <class T> Tensor<T> full(const Shape& shape, T value) {
-  Tensor<T> out(shape);
+template <class T> Tensor<T> full(const Shape& shape, T value, Device device = kCPU) {
+  Tensor<T> out(shape, device);
+  if (detail::is_cuda(out)) {
+    detail::cuda_fill(out, value);
+    return out;
+  }
   T* p = out.data();
   std::fill(p, p + out.numel(), value);
   return out;
 }
-template <class T> Tensor<T> zeros(const Shape& shape) { return full<T>(shape, T(0)); }
-template <class T> Tensor<T> ones(const Shape& shape) { return full<T>(shape, T(1)); }
-template <class T> Tensor<T> scalar_tensor(T value) { return full<T>(Shape{}, value); }
-template <class T> Tensor<T> zeros_like(const Tensor<T>& t) { return zeros<T>(t.shape()); }
-template <class T> Tensor<T> ones_like(const Tensor<T>& t) { return ones<T>(t.shape()); }
-template <class T> Tensor<T> full_like(const Tensor<T>& t, T value) { return full<T>(t.shape(), value); }
+template <class T> Tensor<T> zeros(const Shape& shape, Device device = kCPU) { return full<T>(shape, T(0), device); }
+template <class T> Tensor<T> ones(const Shape& shape, Device device = kCPU) { return full<T>(shape, T(1), device); }
+template <class T> Tensor<T> scalar_tensor(T value, Device device = kCPU) { return full<T>(Shape{}, value, device); }
+template <class T> Tensor<T> zeros_like(const Tensor<T>& t) { return zeros<T>(t.shape(), t.device()); }
+template <class T> Tensor<T> ones_like(const Tensor<T>& t) { return ones<T>(t.shape(), t.device()); }
+template <class T> Tensor<T> full_like(const Tensor<T>& t, T value) { return full<T>(t.shape(), value, t.device()); }
 
 // [start, end) in steps of `step`, like torch.arange.
-template <class T> Tensor<T> arange(T start, T end, T step = T(1)) {
+template <class T> Tensor<T> arange(T start, T end, T step = T(1), Device device = kCPU) {
   HG_CHECK(step != T(0), "arange", "step must be non-zero");
   double count = std::ceil((static_cast<double>(end) - static_cast<double>(start)) / static_cast<double>(step));
-  Tensor<T> out(Shape{std::max<int64_t>(0, static_cast<int64_t>(count))});
+  Tensor<T> out(Shape{std::max<int64_t>(0, static_cast<int64_t>(count))}, device);
+  if (detail::is_cuda(out)) {
+#ifdef HISTOGRAD_WITH_CUDA
+    if constexpr (detail::one_of<T, float, double, int64_t, int32_t>) {
+      cuda::arange<T>(out.device_data(), out.numel(), start, step);
+      return out;
+    }
+#endif
+    detail::no_cuda_kernel("arange", dtype_name<T>());
+  }
   for (int64_t i = 0; i < out.numel(); ++i) out.data()[i] = static_cast<T>(start + static_cast<T>(i) * step);
   return out;
 }
-template <class T> Tensor<T> arange(T end) { return arange<T>(T(0), end, T(1)); }
+template <class T> Tensor<T> arange(T end, Device device = kCPU) { return arange<T>(T(0), end, T(1), device); }
 
 namespace detail {
-// Fills out[i] from Philox block i/4, lane i%4, so element i never depends on the split.
+// Fills out[i] from Philox block i/4, lane i%4, so element i never depends on the split (nor
+// on the device: the CUDA kernel reads the same blocks).
 template <class T, class Draw>
-Tensor<T> random_fill(const Shape& shape, Generator& gen, Draw draw) {
-  Tensor<T> out(shape);
+Tensor<T> random_fill(const Shape& shape, Generator& gen, Device device, [[maybe_unused]] cuda::RandomKind kind,
+                      Draw draw) {
+  Tensor<T> out(shape, device);
   const int64_t n = out.numel(), blocks = (n + 3) / 4;
   const uint64_t start = gen.reserve(static_cast<uint64_t>(blocks));
+  if (is_cuda(out)) {
+#ifdef HISTOGRAD_WITH_CUDA
+    if constexpr (cuda_reduce_type<T>) {
+      cuda::philox_fill<T>(kind, out.device_data(), n, gen.seed(), start);
+      return out;
+    }
+#endif
+    no_cuda_kernel("rand", dtype_name<T>());
+  }
   T* p = out.data();
   cpu::parallel_for(blocks, 64, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
@@ -54,20 +81,31 @@ Tensor<T> random_fill(const Shape& shape, Generator& gen, Draw draw) {
 }
 }  // namespace detail
 
-template <class T> Tensor<T> rand(const Shape& shape, Generator& gen = default_generator()) {
-  return detail::random_fill<T>(shape, gen, [&](uint64_t s, uint64_t b) { return gen.uniforms(s, b); });
+template <class T> Tensor<T> rand(const Shape& shape, Generator& gen = default_generator(), Device device = kCPU) {
+  return detail::random_fill<T>(shape, gen, device, cuda::RandomKind::Uniform,
+                                [&](uint64_t s, uint64_t b) { return gen.uniforms(s, b); });
 }
-template <class T> Tensor<T> randn(const Shape& shape, Generator& gen = default_generator()) {
-  return detail::random_fill<T>(shape, gen, [&](uint64_t s, uint64_t b) { return gen.normals(s, b); });
+template <class T> Tensor<T> randn(const Shape& shape, Generator& gen = default_generator(), Device device = kCPU) {
+  return detail::random_fill<T>(shape, gen, device, cuda::RandomKind::Normal,
+                                [&](uint64_t s, uint64_t b) { return gen.normals(s, b); });
+}
+template <class T> Tensor<T> rand(const Shape& shape, Device device, Generator& gen = default_generator()) {
+  return rand<T>(shape, gen, device);
+}
+template <class T> Tensor<T> randn(const Shape& shape, Device device, Generator& gen = default_generator()) {
+  return randn<T>(shape, gen, device);
 }
 template <class T> Tensor<T> randn_like(const Tensor<T>& t, Generator& gen = default_generator()) {
-  return randn<T>(t.shape(), gen);
+  return randn<T>(t.shape(), gen, t.device());
 }
 template <class T> Tensor<T> rand_like(const Tensor<T>& t, Generator& gen = default_generator()) {
-  return rand<T>(t.shape(), gen);
+  return rand<T>(t.shape(), gen, t.device());
 }
-// Integers uniform in [low, high).
-template <class T> Tensor<T> randint(int64_t low, int64_t high, const Shape& shape, Generator& gen = default_generator()) {
+// Integers uniform in [low, high). On a CUDA device they are drawn on the host and copied over.
+template <class T>
+Tensor<T> randint(int64_t low, int64_t high, const Shape& shape, Generator& gen = default_generator(),
+                  Device device = kCPU) {
+  if (!device.is_cpu()) return randint<T>(low, high, shape, gen).to(device);
   HG_CHECK(high > low, "randint", "expected high > low, got [", low, ", ", high, ")");
   Tensor<double> u = rand<double>(shape, gen);
   Tensor<T> out(shape);
@@ -77,7 +115,8 @@ template <class T> Tensor<T> randint(int64_t low, int64_t high, const Shape& sha
 }
 
 // Copies `values` into a new tensor of `shape` (1-D of the vector's length by default).
-template <class T> Tensor<T> from_vector(const std::vector<T>& values, Shape shape = {}) {
+template <class T> Tensor<T> from_vector(const std::vector<T>& values, Shape shape = {}, Device device = kCPU) {
+  if (!device.is_cpu()) return from_vector<T>(values, std::move(shape)).to(device);
   if (shape.empty() && values.size() != 1) shape = {static_cast<int64_t>(values.size())};
   HG_CHECK(numel_of(shape) == static_cast<int64_t>(values.size()), "from_vector", "shape ", to_string(shape), " needs ",
            numel_of(shape), " values, got ", values.size());
@@ -85,8 +124,8 @@ template <class T> Tensor<T> from_vector(const std::vector<T>& values, Shape sha
   std::copy(values.begin(), values.end(), out.data());
   return out;
 }
-template <class T> Tensor<T> tensor(std::initializer_list<T> values, Shape shape = {}) {
-  return from_vector<T>(std::vector<T>(values), std::move(shape));
+template <class T> Tensor<T> tensor(std::initializer_list<T> values, Shape shape = {}, Device device = kCPU) {
+  return from_vector<T>(std::vector<T>(values), std::move(shape), device);
 }
 
 // Wraps external memory without copying. The caller keeps it alive (or passes `release`,

@@ -8,14 +8,17 @@
 #include <cstdint>
 #include <mutex>
 
+#include "host_device.hpp"
+
 namespace histograd {
 
 struct Philox4x32 {
   static constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
   static constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
 
-  // Returns the four 32-bit outputs for a 128-bit counter and a 64-bit key.
-  static std::array<uint32_t, 4> block(uint64_t counter_lo, uint64_t counter_hi, uint64_t key) {
+  // Returns the four 32-bit outputs for a 128-bit counter and a 64-bit key (also called by
+  // cuda/random.cu's kernels, so CPU and GPU draws share this one definition).
+  HG_HOST_DEVICE static std::array<uint32_t, 4> block(uint64_t counter_lo, uint64_t counter_hi, uint64_t key) {
     uint32_t c0 = static_cast<uint32_t>(counter_lo), c1 = static_cast<uint32_t>(counter_lo >> 32);
     uint32_t c2 = static_cast<uint32_t>(counter_hi), c3 = static_cast<uint32_t>(counter_hi >> 32);
     uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
@@ -31,7 +34,7 @@ struct Philox4x32 {
 };
 
 // Uniform in [0, 1) from 24 random bits (exactly representable in float and double).
-inline double uniform_from_bits(uint32_t bits) { return static_cast<double>(bits >> 8) * (1.0 / 16777216.0); }
+HG_HOST_DEVICE inline double uniform_from_bits(uint32_t bits) { return static_cast<double>(bits >> 8) * (1.0 / 16777216.0); }
 
 class Generator {
  public:

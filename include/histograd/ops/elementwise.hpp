@@ -1,6 +1,7 @@
 // Elementwise arithmetic, math and activations with broadcasting. Each op is its forward
 // map and, right below, its derivative. Binary ops reduce their gradients back to each
 // input's shape with sum_to (the adjoint of broadcasting). Definitions: MODELS.md §0.1.
+// CUDA tensors take the same op's kernel through ops/device.hpp (op codes of cuda/elementwise.hpp).
 #pragma once
 #include <cmath>
 #include <type_traits>
@@ -10,26 +11,48 @@
 #include "../core/tensor.hpp"
 #include "../cpu/activation.hpp"
 #include "../cpu/elementwise.hpp"
+#include "device.hpp"
 
 namespace histograd {
 
 template <class T> using Scalar = std::type_identity_t<T>;  // scalars never drive deduction
 
 namespace detail {
-inline void check_same_device(const Device& a, const Device& b, const char* op) {
-  HG_CHECK(a == b, op, "expected both tensors on the same device, got ", a.str(), " and ", b.str());
-}
+inline void check_same_device(const Device& a, const Device& b, const char* op) { require_same_device(a, b, op); }
+
+// The kernels a one-input op runs on CUDA: y = forward(x; s0, s1), dy/dx = derivative(x, y; s0, s1).
+struct DeviceUnary {
+  cuda::UnaryOp forward;
+  cuda::BinaryOp derivative;
+  double s0 = 0, s1 = 0;
+};
 
 // y = f(x) with dy/dx = derivative(x, y), for the one-input ops below.
 template <class T, class F, class D>
-Tensor<T> unary_op(const Tensor<T>& x, const char* name, F f, D derivative) {
-  Tensor<T> y = cpu::map<T>(x, f);
+Tensor<T> unary_op(const Tensor<T>& x, const char* name, F f, D derivative, DeviceUnary dev) {
+  Tensor<T> y = is_cuda(x) ? cuda_unary(dev.forward, x, dev.s0, dev.s1) : cpu::map<T>(x, f);
   if (autograd::needs_grad(x))
-    autograd::record(y, name, {x}, [x = x.detach(), y = y.detach(), derivative, name](const Tensor<T>& g, const NeedsGrad&) {
+    autograd::record(y, name, {x}, [x = x.detach(), y = y.detach(), derivative, name, dev](const Tensor<T>& g,
+                                                                                          const NeedsGrad&) {
+      if (is_cuda(g))
+        return std::vector<Tensor<T>>{
+            cuda_binary(cuda::BinaryOp::Mul, g, cuda_binary(dev.derivative, x, y, name, dev.s0, dev.s1), name)};
       Tensor<T> dydx = cpu::map<T>(x, y, derivative, name);
       return std::vector<Tensor<T>>{cpu::map<T>(g, dydx, [](T a, T b) { return a * b; }, name)};
     });
   return y;
+}
+
+// a op b on either device, for the backward closures below.
+template <class T, class F>
+Tensor<T> map2(cuda::BinaryOp op, const Tensor<T>& a, const Tensor<T>& b, F f, const char* name) {
+  return is_cuda(a) || is_cuda(b) ? cuda_binary(op, a, b, name) : cpu::map<T>(a, b, f, name);
+}
+template <class T> Tensor<T> negated(const Tensor<T>& t) {
+  return is_cuda(t) ? cuda_unary(cuda::UnaryOp::Neg, t) : cpu::map<T>(t, [](T v) { return -v; });
+}
+template <class T> Tensor<T> scaled(const Tensor<T>& t, T s) {
+  return is_cuda(t) ? cuda_unary(cuda::UnaryOp::MulScalar, t, double(s)) : cpu::map<T>(t, [s](T v) { return v * s; });
 }
 }  // namespace detail
 
@@ -37,7 +60,7 @@ Tensor<T> unary_op(const Tensor<T>& x, const char* name, F f, D derivative) {
 // add: y = a + b;  da = sum_to(g), db = sum_to(g)
 template <class T> Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
   detail::check_same_device(a.device(), b.device(), "add");
-  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return x + z; }, "add");
+  Tensor<T> y = detail::map2(cuda::BinaryOp::Add, a, b, [](T x, T z) { return x + z; }, "add");
   autograd::record(y, "Add", {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const NeedsGrad& need) {
     return std::vector<Tensor<T>>{need[0] ? sum_to(g, sa) : Tensor<T>(), need[1] ? sum_to(g, sb) : Tensor<T>()};
   });
@@ -47,10 +70,10 @@ template <class T> Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
 // sub: y = a - b;  da = sum_to(g), db = -sum_to(g)
 template <class T> Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
   detail::check_same_device(a.device(), b.device(), "sub");
-  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return x - z; }, "sub");
+  Tensor<T> y = detail::map2(cuda::BinaryOp::Sub, a, b, [](T x, T z) { return x - z; }, "sub");
   autograd::record(y, "Sub", {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const NeedsGrad& need) {
     return std::vector<Tensor<T>>{need[0] ? sum_to(g, sa) : Tensor<T>(),
-                                  need[1] ? cpu::map<T>(sum_to(g, sb), [](T v) { return -v; }) : Tensor<T>()};
+                                  need[1] ? detail::negated(sum_to(g, sb)) : Tensor<T>()};
   });
   return y;
 }
@@ -58,12 +81,12 @@ template <class T> Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
 // mul: y = a * b;  da = sum_to(g * b), db = sum_to(g * a)
 template <class T> Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
   detail::check_same_device(a.device(), b.device(), "mul");
-  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return x * z; }, "mul");
+  Tensor<T> y = detail::map2(cuda::BinaryOp::Mul, a, b, [](T x, T z) { return x * z; }, "mul");
   if (autograd::needs_grad(a, b))
     autograd::record(y, "Mul", {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, const NeedsGrad& need) {
       auto times = [](T x, T z) { return x * z; };
-      return std::vector<Tensor<T>>{need[0] ? sum_to(cpu::map<T>(g, b, times, "mul"), a.shape()) : Tensor<T>(),
-                                    need[1] ? sum_to(cpu::map<T>(g, a, times, "mul"), b.shape()) : Tensor<T>()};
+      return std::vector<Tensor<T>>{need[0] ? sum_to(detail::map2(cuda::BinaryOp::Mul, g, b, times, "mul"), a.shape()) : Tensor<T>(),
+                                    need[1] ? sum_to(detail::map2(cuda::BinaryOp::Mul, g, a, times, "mul"), b.shape()) : Tensor<T>()};
     });
   return y;
 }
@@ -71,14 +94,14 @@ template <class T> Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
 // div: y = a / b;  da = sum_to(g / b), db = sum_to(-g * a / b²)
 template <class T> Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
   detail::check_same_device(a.device(), b.device(), "div");
-  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return x / z; }, "div");
+  Tensor<T> y = detail::map2(cuda::BinaryOp::Div, a, b, [](T x, T z) { return x / z; }, "div");
   if (autograd::needs_grad(a, b))
     autograd::record(y, "Div", {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, const NeedsGrad& need) {
       Tensor<T> ga, gb;
-      if (need[0]) ga = sum_to(cpu::map<T>(g, b, [](T x, T z) { return x / z; }, "div"), a.shape());
+      if (need[0]) ga = sum_to(detail::map2(cuda::BinaryOp::Div, g, b, [](T x, T z) { return x / z; }, "div"), a.shape());
       if (need[1]) {
-        Tensor<T> a_over_b2 = cpu::map<T>(a, b, [](T x, T z) { return -x / (z * z); }, "div");
-        gb = sum_to(cpu::map<T>(g, a_over_b2, [](T x, T z) { return x * z; }, "div"), b.shape());
+        Tensor<T> a_over_b2 = detail::map2(cuda::BinaryOp::DivGradB, a, b, [](T x, T z) { return -x / (z * z); }, "div");
+        gb = sum_to(detail::map2(cuda::BinaryOp::Mul, g, a_over_b2, [](T x, T z) { return x * z; }, "div"), b.shape());
       }
       return std::vector<Tensor<T>>{ga, gb};
     });
@@ -87,21 +110,22 @@ template <class T> Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
 
 // Scalar forms: y = a + s, a * s, s - a, s / a, ... (s is a constant: no gradient).
 template <class T> Tensor<T> add(const Tensor<T>& a, Scalar<T> s) {
-  Tensor<T> y = cpu::map<T>(a, [s](T x) { return x + s; });
+  Tensor<T> y = detail::is_cuda(a) ? detail::cuda_unary(cuda::UnaryOp::AddScalar, a, double(s)) : cpu::map<T>(a, [s](T x) { return x + s; });
   autograd::record(y, "AddScalar", {a}, [](const Tensor<T>& g, const NeedsGrad&) { return std::vector<Tensor<T>>{g}; });
   return y;
 }
 template <class T> Tensor<T> mul(const Tensor<T>& a, Scalar<T> s) {
-  Tensor<T> y = cpu::map<T>(a, [s](T x) { return x * s; });
+  Tensor<T> y = detail::scaled(a, T(s));
   autograd::record(y, "MulScalar", {a}, [s](const Tensor<T>& g, const NeedsGrad&) {
-    return std::vector<Tensor<T>>{cpu::map<T>(g, [s](T v) { return v * s; })};
+    return std::vector<Tensor<T>>{detail::scaled(g, T(s))};
   });
   return y;
 }
 // rsub: y = s - a; rdiv: y = s / a, dy/da = -y / a
 template <class T> Tensor<T> rsub(const Tensor<T>& a, Scalar<T> s) { return add(mul(a, T(-1)), s); }
 template <class T> Tensor<T> rdiv(const Tensor<T>& a, Scalar<T> s) {
-  return detail::unary_op(a, "RDiv", [s](T x) { return s / x; }, [](T x, T y) { return -y / x; });
+  return detail::unary_op(a, "RDiv", [s](T x) { return s / x; }, [](T x, T y) { return -y / x; },
+                          {cuda::UnaryOp::RDivScalar, cuda::BinaryOp::RDivGrad, double(s)});
 }
 template <class T> Tensor<T> neg(const Tensor<T>& a) { return mul(a, T(-1)); }
 
@@ -122,19 +146,20 @@ template <class T> Tensor<T> operator-(const Tensor<T>& a) { return neg(a); }
 // pow: y = x^p;  dy/dx = p x^(p-1)
 template <class T> Tensor<T> pow(const Tensor<T>& x, Scalar<T> p) {
   return detail::unary_op(x, "Pow", [p](T v) { return std::pow(v, p); },
-                          [p](T v, T) { return p == T(0) ? T(0) : p * std::pow(v, p - T(1)); });
+                          [p](T v, T) { return p == T(0) ? T(0) : p * std::pow(v, p - T(1)); },
+                          {cuda::UnaryOp::PowScalar, cuda::BinaryOp::PowScalarGrad, double(p)});
 }
 // pow: y = a^b;  da = g b a^(b-1), db = g y log(a)
 template <class T> Tensor<T> pow(const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return std::pow(x, z); }, "pow");
+  Tensor<T> y = detail::map2(cuda::BinaryOp::Pow, a, b, [](T x, T z) { return std::pow(x, z); }, "pow");
   if (autograd::needs_grad(a, b))
     autograd::record(y, "PowTensor", {a, b}, [a = a.detach(), b = b.detach(), y = y.detach()](const Tensor<T>& g,
                                                                                             const NeedsGrad& need) {
       Tensor<T> ga, gb;
       if (need[0])
-        ga = sum_to(mul(g, cpu::map<T>(a, b, [](T x, T z) { return z == T(0) ? T(0) : z * std::pow(x, z - T(1)); }, "pow")),
+        ga = sum_to(mul(g, detail::map2(cuda::BinaryOp::PowGradA, a, b, [](T x, T z) { return z == T(0) ? T(0) : z * std::pow(x, z - T(1)); }, "pow")),
                     a.shape());
-      if (need[1]) gb = sum_to(mul(g, cpu::map<T>(y, a, [](T yv, T x) { return x == T(0) ? T(0) : yv * std::log(x); }, "pow")), b.shape());
+      if (need[1]) gb = sum_to(mul(g, detail::map2(cuda::BinaryOp::PowGradB, y, a, [](T yv, T x) { return x == T(0) ? T(0) : yv * std::log(x); }, "pow")), b.shape());
       return std::vector<Tensor<T>>{ga, gb};
     });
   return y;
@@ -142,28 +167,30 @@ template <class T> Tensor<T> pow(const Tensor<T>& a, const Tensor<T>& b) {
 
 // ---------------------------------------------------------------- math
 template <class T> Tensor<T> exp(const Tensor<T>& x) {  // dy/dx = y
-  return detail::unary_op(x, "Exp", [](T v) { return std::exp(v); }, [](T, T y) { return y; });
+  return detail::unary_op(x, "Exp", [](T v) { return std::exp(v); }, [](T, T y) { return y; }, {cuda::UnaryOp::Exp, cuda::BinaryOp::ExpGrad});
 }
 template <class T> Tensor<T> log(const Tensor<T>& x) {  // dy/dx = 1/x
-  return detail::unary_op(x, "Log", [](T v) { return std::log(v); }, [](T v, T) { return T(1) / v; });
+  return detail::unary_op(x, "Log", [](T v) { return std::log(v); }, [](T v, T) { return T(1) / v; }, {cuda::UnaryOp::Log, cuda::BinaryOp::LogGrad});
 }
 template <class T> Tensor<T> sqrt(const Tensor<T>& x) {  // dy/dx = 1/(2y)
-  return detail::unary_op(x, "Sqrt", [](T v) { return std::sqrt(v); }, [](T, T y) { return T(0.5) / y; });
+  return detail::unary_op(x, "Sqrt", [](T v) { return std::sqrt(v); }, [](T, T y) { return T(0.5) / y; }, {cuda::UnaryOp::Sqrt, cuda::BinaryOp::SqrtGrad});
 }
 template <class T> Tensor<T> rsqrt(const Tensor<T>& x) {  // y = x^-1/2, dy/dx = -y³/2
-  return detail::unary_op(x, "Rsqrt", [](T v) { return T(1) / std::sqrt(v); }, [](T, T y) { return T(-0.5) * y * y * y; });
+  return detail::unary_op(x, "Rsqrt", [](T v) { return T(1) / std::sqrt(v); }, [](T, T y) { return T(-0.5) * y * y * y; },
+                          {cuda::UnaryOp::Rsqrt, cuda::BinaryOp::RsqrtGrad});
 }
 template <class T> Tensor<T> abs(const Tensor<T>& x) {  // dy/dx = sign(x), 0 at 0 as in PyTorch
-  return detail::unary_op(x, "Abs", [](T v) { return std::abs(v); }, [](T v, T) { return T((v > 0) - (v < 0)); });
+  return detail::unary_op(x, "Abs", [](T v) { return std::abs(v); }, [](T v, T) { return T((v > 0) - (v < 0)); },
+                          {cuda::UnaryOp::Abs, cuda::BinaryOp::AbsGrad});
 }
 template <class T> Tensor<T> square(const Tensor<T>& x) {  // dy/dx = 2x
-  return detail::unary_op(x, "Square", [](T v) { return v * v; }, [](T v, T) { return T(2) * v; });
+  return detail::unary_op(x, "Square", [](T v) { return v * v; }, [](T v, T) { return T(2) * v; }, {cuda::UnaryOp::Square, cuda::BinaryOp::SquareGrad});
 }
 template <class T> Tensor<T> sin(const Tensor<T>& x) {
-  return detail::unary_op(x, "Sin", [](T v) { return std::sin(v); }, [](T v, T) { return std::cos(v); });
+  return detail::unary_op(x, "Sin", [](T v) { return std::sin(v); }, [](T v, T) { return std::cos(v); }, {cuda::UnaryOp::Sin, cuda::BinaryOp::SinGrad});
 }
 template <class T> Tensor<T> cos(const Tensor<T>& x) {
-  return detail::unary_op(x, "Cos", [](T v) { return std::cos(v); }, [](T v, T) { return -std::sin(v); });
+  return detail::unary_op(x, "Cos", [](T v) { return std::cos(v); }, [](T v, T) { return -std::sin(v); }, {cuda::UnaryOp::Cos, cuda::BinaryOp::CosGrad});
 }
 // clamp: y = min(max(x, lo), hi); the gradient passes where lo <= x <= hi (PyTorch's rule).
 template <class T>
@@ -171,16 +198,17 @@ Tensor<T> clamp(const Tensor<T>& x, Scalar<T> lo = -std::numeric_limits<T>::infi
                 Scalar<T> hi = std::numeric_limits<T>::infinity()) {
   HG_CHECK(!(lo > hi), "clamp", "min ", lo, " is greater than max ", hi);
   return detail::unary_op(x, "Clamp", [lo, hi](T v) { return std::min(std::max(v, lo), hi); },
-                          [lo, hi](T v, T) { return T(v >= lo && v <= hi); });
+                          [lo, hi](T v, T) { return T(v >= lo && v <= hi); },
+                          {cuda::UnaryOp::Clamp, cuda::BinaryOp::ClampGrad, double(lo), double(hi)});
 }
 template <class T> Tensor<T> clamp_min(const Tensor<T>& x, Scalar<T> lo) { return clamp(x, lo); }
 
 // maximum/minimum: elementwise, ties split the gradient evenly (as PyTorch does).
 template <class T> Tensor<T> maximum(const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> y = cpu::map<T>(a, b, [](T x, T z) { return std::max(x, z); }, "maximum");
+  Tensor<T> y = detail::map2(cuda::BinaryOp::Maximum, a, b, [](T x, T z) { return std::max(x, z); }, "maximum");
   if (autograd::needs_grad(a, b))
     autograd::record(y, "Maximum", {a, b}, [a = a.detach(), b = b.detach()](const Tensor<T>& g, const NeedsGrad& need) {
-      Tensor<T> share_a = cpu::map<T>(a, b, [](T x, T z) { return x > z ? T(1) : x == z ? T(0.5) : T(0); }, "maximum");
+      Tensor<T> share_a = detail::map2(cuda::BinaryOp::MaxShare, a, b, [](T x, T z) { return x > z ? T(1) : x == z ? T(0.5) : T(0); }, "maximum");
       return std::vector<Tensor<T>>{need[0] ? sum_to(mul(g, share_a), a.shape()) : Tensor<T>(),
                                     need[1] ? sum_to(mul(g, rsub(share_a, T(1))), b.shape()) : Tensor<T>()};
     });
@@ -190,17 +218,25 @@ template <class T> Tensor<T> minimum(const Tensor<T>& a, const Tensor<T>& b) { r
 
 // ---------------------------------------------------------------- activations (MODELS.md §0.1)
 template <class T> Tensor<T> relu(const Tensor<T>& x) {
-  return detail::unary_op(x, "Relu", [](T v) { return v > T(0) ? v : T(0); }, [](T v, T) { return T(v > T(0)); });
+  return detail::unary_op(x, "Relu", [](T v) { return v > T(0) ? v : T(0); }, [](T v, T) { return T(v > T(0)); }, {cuda::UnaryOp::Relu, cuda::BinaryOp::ReluGrad});
 }
 template <class T> inline T sigmoid_scalar(T v) { return T(1) / (T(1) + std::exp(-v)); }
 template <class T> Tensor<T> sigmoid(const Tensor<T>& x) {  // dy/dx = y (1 - y)
-  return detail::unary_op(x, "Sigmoid", [](T v) { return sigmoid_scalar(v); }, [](T, T y) { return y * (T(1) - y); });
+  return detail::unary_op(x, "Sigmoid", [](T v) { return sigmoid_scalar(v); }, [](T, T y) { return y * (T(1) - y); },
+                          {cuda::UnaryOp::Sigmoid, cuda::BinaryOp::SigmoidGrad});
 }
 template <class T> Tensor<T> tanh(const Tensor<T>& x) {  // dy/dx = 1 - y²
-  return detail::unary_op(x, "Tanh", [](T v) { return std::tanh(v); }, [](T, T y) { return T(1) - y * y; });
+  return detail::unary_op(x, "Tanh", [](T v) { return std::tanh(v); }, [](T, T y) { return T(1) - y * y; }, {cuda::UnaryOp::Tanh, cuda::BinaryOp::TanhGrad});
 }
 // GELU, exact erf form: y = x Φ(x);  dy/dx = Φ(x) + x φ(x)   (vectorised in cpu/activation.hpp)
 template <class T> Tensor<T> gelu(const Tensor<T>& x) {
+  if (detail::is_cuda(x)) {
+    Tensor<T> y = detail::cuda_unary(cuda::UnaryOp::Gelu, x);
+    autograd::record(y, "Gelu", {x}, [x = x.detach()](const Tensor<T>& g, const NeedsGrad&) {
+      return std::vector<Tensor<T>>{detail::cuda_binary(cuda::BinaryOp::GeluBackward, g, x, "gelu")};
+    });
+    return y;
+  }
   Tensor<T> input = x.detach().contiguous(), y(x.shape());
   cpu::gelu_forward(input.data(), y.data(), y.numel());
   autograd::record(y, "Gelu", {x}, [input](const Tensor<T>& g, const NeedsGrad&) {
@@ -215,30 +251,45 @@ template <class T> Tensor<T> quick_gelu(const Tensor<T>& x) {
   return detail::unary_op(x, "QuickGelu", [](T v) { return v * sigmoid_scalar(T(1.702) * v); }, [](T v, T) {
     T s = sigmoid_scalar(T(1.702) * v);
     return s + T(1.702) * v * s * (T(1) - s);
-  });
+  }, {cuda::UnaryOp::QuickGelu, cuda::BinaryOp::QuickGeluGrad});
 }
 // SiLU: y = x σ(x);  dy/dx = s (1 + x (1 - s))
 template <class T> Tensor<T> silu(const Tensor<T>& x) {
   return detail::unary_op(x, "Silu", [](T v) { return v * sigmoid_scalar(v); }, [](T v, T) {
     T s = sigmoid_scalar(v);
     return s * (T(1) + v * (T(1) - s));
-  });
+  }, {cuda::UnaryOp::Silu, cuda::BinaryOp::SiluGrad});
 }
 
 // ---------------------------------------------------------------- comparisons and selection
-template <class T> Tensor<bool> gt(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x > z; }, "gt"); }
-template <class T> Tensor<bool> lt(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x < z; }, "lt"); }
-template <class T> Tensor<bool> ge(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x >= z; }, "ge"); }
-template <class T> Tensor<bool> le(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x <= z; }, "le"); }
-template <class T> Tensor<bool> eq(const Tensor<T>& a, const Tensor<T>& b) { return cpu::map<bool>(a, b, [](T x, T z) { return x == z; }, "eq"); }
-template <class T> Tensor<bool> gt(const Tensor<T>& a, Scalar<T> s) { return cpu::map<bool>(a, [s](T x) { return x > s; }); }
-template <class T> Tensor<bool> lt(const Tensor<T>& a, Scalar<T> s) { return cpu::map<bool>(a, [s](T x) { return x < s; }); }
-template <class T> Tensor<bool> eq(const Tensor<T>& a, Scalar<T> s) { return cpu::map<bool>(a, [s](T x) { return x == s; }); }
+namespace detail {
+template <class T, class F>
+Tensor<bool> compare_op(cuda::CompareOp op, const Tensor<T>& a, const Tensor<T>& b, F f, const char* name) {
+  return is_cuda(a) || is_cuda(b) ? cuda_compare(op, a, b, 0.0, name) : cpu::map<bool>(a, b, f, name);
+}
+template <class T, class F>
+Tensor<bool> compare_op(cuda::CompareOp op, const Tensor<T>& a, T s, F f, const char* name) {
+  return is_cuda(a) ? cuda_compare(op, a, Tensor<T>(), double(s), name) : cpu::map<bool>(a, f);
+}
+}  // namespace detail
+template <class T> Tensor<bool> gt(const Tensor<T>& a, const Tensor<T>& b) { return detail::compare_op(cuda::CompareOp::Gt, a, b, [](T x, T z) { return x > z; }, "gt"); }
+template <class T> Tensor<bool> lt(const Tensor<T>& a, const Tensor<T>& b) { return detail::compare_op(cuda::CompareOp::Lt, a, b, [](T x, T z) { return x < z; }, "lt"); }
+template <class T> Tensor<bool> ge(const Tensor<T>& a, const Tensor<T>& b) { return detail::compare_op(cuda::CompareOp::Ge, a, b, [](T x, T z) { return x >= z; }, "ge"); }
+template <class T> Tensor<bool> le(const Tensor<T>& a, const Tensor<T>& b) { return detail::compare_op(cuda::CompareOp::Le, a, b, [](T x, T z) { return x <= z; }, "le"); }
+template <class T> Tensor<bool> eq(const Tensor<T>& a, const Tensor<T>& b) { return detail::compare_op(cuda::CompareOp::Eq, a, b, [](T x, T z) { return x == z; }, "eq"); }
+template <class T> Tensor<bool> gt(const Tensor<T>& a, Scalar<T> s) { return detail::compare_op(cuda::CompareOp::Gt, a, T(s), [s](T x) { return x > s; }, "gt"); }
+template <class T> Tensor<bool> lt(const Tensor<T>& a, Scalar<T> s) { return detail::compare_op(cuda::CompareOp::Lt, a, T(s), [s](T x) { return x < s; }, "lt"); }
+template <class T> Tensor<bool> eq(const Tensor<T>& a, Scalar<T> s) { return detail::compare_op(cuda::CompareOp::Eq, a, T(s), [s](T x) { return x == s; }, "eq"); }
 
 // where: y = cond ? a : b (broadcast);  da = sum_to(cond ? g : 0), db = sum_to(cond ? 0 : g)
 template <class T> Tensor<T> where(const Tensor<bool>& cond, const Tensor<T>& a, const Tensor<T>& b) {
-  Tensor<T> y = cpu::map<T>(cond, a, b, [](bool c, T x, T z) { return c ? x : z; }, "where");
+  const bool device = detail::is_cuda(cond) || detail::is_cuda(a) || detail::is_cuda(b);
+  Tensor<T> y = device ? detail::cuda_where(cond, a, 0.0, b, 0.0, "where")
+                       : cpu::map<T>(cond, a, b, [](bool c, T x, T z) { return c ? x : z; }, "where");
   autograd::record(y, "Where", {a, b}, [cond, sa = a.shape(), sb = b.shape()](const Tensor<T>& g, const NeedsGrad& need) {
+    if (detail::is_cuda(g))
+      return std::vector<Tensor<T>>{need[0] ? sum_to(detail::cuda_where(cond, g, 0.0, Tensor<T>(), 0.0, "where"), sa) : Tensor<T>(),
+                                    need[1] ? sum_to(detail::cuda_where(cond, Tensor<T>(), 0.0, g, 0.0, "where"), sb) : Tensor<T>()};
     Tensor<T> zero = scalar_tensor<T>(T(0));
     auto pick = [](bool c, T x, T z) { return c ? x : z; };
     return std::vector<Tensor<T>>{need[0] ? sum_to(cpu::map<T>(cond, g, zero, pick, "where"), sa) : Tensor<T>(),
@@ -250,8 +301,11 @@ template <class T> Tensor<T> where(const Tensor<bool>& cond, const Tensor<T>& a,
 template <class T> Tensor<T> masked_fill(const Tensor<T>& x, const Tensor<bool>& mask, Scalar<T> value) {
   HG_CHECK(broadcast_shapes(mask.shape(), x.shape(), "masked_fill") == x.shape(), "masked_fill", "mask of shape ",
            to_string(mask.shape()), " does not broadcast to the input's shape ", to_string(x.shape()));
-  Tensor<T> y = cpu::map<T>(mask, x, [value](bool m, T v) { return m ? value : v; }, "masked_fill");
+  const bool device = detail::is_cuda(x) || detail::is_cuda(mask);
+  Tensor<T> y = device ? detail::cuda_where(mask, Tensor<T>(), double(value), x, 0.0, "masked_fill")
+                       : cpu::map<T>(mask, x, [value](bool m, T v) { return m ? value : v; }, "masked_fill");
   autograd::record(y, "MaskedFill", {x}, [mask](const Tensor<T>& g, const NeedsGrad&) {
+    if (detail::is_cuda(g)) return std::vector<Tensor<T>>{detail::cuda_where(mask, Tensor<T>(), 0.0, g, 0.0, "masked_fill")};
     return std::vector<Tensor<T>>{cpu::map<T>(mask, g, [](bool m, T v) { return m ? T(0) : v; }, "masked_fill")};
   });
   return y;

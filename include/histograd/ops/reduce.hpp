@@ -1,7 +1,8 @@
 // Reductions over dims with keepdim: sum, mean, var, logsumexp, max/min (values and
 // indices), amax/amin, argmax/argmin, and sum_to (the adjoint of broadcasting, used by
 // every binary op's backward). Sums accumulate in double for float inputs so results do
-// not drift with the reduced length.
+// not drift with the reduced length; CUDA tensors reduce the same rows with cuda/reduce.cu
+// (also accumulating float sums in double).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include "../core/factories.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/parallel.hpp"
+#include "device.hpp"
 #include "elementwise.hpp"
 
 namespace histograd {
@@ -44,21 +46,47 @@ inline Shape reduced_shape(const Shape& shape, const std::vector<bool>& mask, bo
   return out;
 }
 
-// View x as [outer, inner] rows with the reduced dims innermost (copying only when the
-// layout demands it) and call row_fn(row_index, row_pointer, inner) for each row.
-template <class T, class RowFn>
-void for_each_reduced_row(const Tensor<T>& x, const std::vector<bool>& mask, RowFn row_fn) {
+// x as [outer, inner] contiguous rows with the reduced dims innermost (copying only when the
+// layout demands it), on x's device.
+template <class T> struct ReducedRows {
+  Tensor<T> rows;
+  int64_t outer = 0, inner = 1;
+};
+template <class T>
+ReducedRows<T> reduced_rows(const Tensor<T>& x, const std::vector<bool>& mask) {
   Shape order;
   for (size_t d = 0; d < mask.size(); ++d) if (!mask[d]) order.push_back(static_cast<int64_t>(d));
   for (size_t d = 0; d < mask.size(); ++d) if (mask[d]) order.push_back(static_cast<int64_t>(d));
-  Tensor<T> rows = x.detach().permute(order).contiguous();
-  int64_t inner = 1;
-  for (size_t d = 0; d < mask.size(); ++d) if (mask[d]) inner *= x.shape()[d];
-  int64_t outer = inner == 0 ? numel_of(reduced_shape(x.shape(), mask, false)) : x.numel() / inner;
-  const T* base = rows.data();
-  cpu::parallel_for(outer, std::max<int64_t>(inner, 1), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) row_fn(r, base + r * inner, inner);
+  ReducedRows<T> out;
+  out.rows = x.detach().permute(order).contiguous();
+  for (size_t d = 0; d < mask.size(); ++d) if (mask[d]) out.inner *= x.shape()[d];
+  out.outer = out.inner == 0 ? numel_of(reduced_shape(x.shape(), mask, false)) : x.numel() / out.inner;
+  return out;
+}
+
+// Calls row_fn(row_index, row_pointer, inner) for each row of reduced_rows(x, mask).
+template <class T, class RowFn>
+void for_each_reduced_row(const Tensor<T>& x, const std::vector<bool>& mask, RowFn row_fn) {
+  ReducedRows<T> r = reduced_rows(x, mask);
+  const T* base = r.rows.data();
+  const int64_t inner = r.inner;
+  cpu::parallel_for(r.outer, std::max<int64_t>(inner, 1), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) row_fn(row, base + row * inner, inner);
   });
+}
+
+// y[r] = op(row r) on the GPU, y contiguous on x's device.
+template <class T>
+void cuda_reduce([[maybe_unused]] cuda::ReduceOp op, [[maybe_unused]] const Tensor<T>& x,
+                 [[maybe_unused]] const std::vector<bool>& mask, [[maybe_unused]] Tensor<T>& y, const char* name) {
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (cuda_reduce_type<T>) {
+    ReducedRows<T> r = reduced_rows(x, mask);
+    cuda::reduce_rows<T>(op, r.rows.device_data(), r.outer, r.inner, y.device_data());
+    return;
+  }
+#endif
+  no_cuda_kernel(name, dtype_name<T>());
 }
 
 template <class T> using Accum = std::conditional_t<std::is_same_v<T, float>, double, T>;
@@ -74,13 +102,14 @@ Tensor<T> unsqueeze_reduced(const Tensor<T>& g, const Shape& in_shape, const std
 // sum: y = Σ x over dims;  dx = broadcast(g)
 template <class T> Tensor<T> sum(const Tensor<T>& x, const Shape& dims = {}, bool keepdim = false) {
   auto mask = detail::reduce_mask(dims, x.dim(), "sum");
-  Tensor<T> y(detail::reduced_shape(x.shape(), mask, keepdim));
-  T* out = y.data();
-  detail::for_each_reduced_row(x, mask, [&](int64_t r, const T* row, int64_t n) {
-    detail::Accum<T> acc = 0;
-    for (int64_t k = 0; k < n; ++k) acc += row[k];
-    out[r] = static_cast<T>(acc);
-  });
+  Tensor<T> y(detail::reduced_shape(x.shape(), mask, keepdim), x.device());
+  if (detail::is_cuda(x)) detail::cuda_reduce(cuda::ReduceOp::Sum, x, mask, y, "sum");
+  else
+    detail::for_each_reduced_row(x, mask, [&, out = y.data()](int64_t r, const T* row, int64_t n) {
+      detail::Accum<T> acc = 0;
+      for (int64_t k = 0; k < n; ++k) acc += row[k];
+      out[r] = static_cast<T>(acc);
+    });
   autograd::record(y, "Sum", {x}, [in_shape = x.shape(), mask](const Tensor<T>& g, const NeedsGrad&) {
     return std::vector<Tensor<T>>{detail::unsqueeze_reduced(g, in_shape, mask).expand(in_shape).contiguous()};
   });
@@ -121,16 +150,17 @@ Tensor<T> var(const Tensor<T>& x, const Shape& dims = {}, int64_t correction = 1
 // logsumexp: y = m + log Σ exp(x - m) with m the row max (stable);  dx = g exp(x - y)
 template <class T> Tensor<T> logsumexp(const Tensor<T>& x, const Shape& dims, bool keepdim = false) {
   auto mask = detail::reduce_mask(dims, x.dim(), "logsumexp");
-  Tensor<T> y(detail::reduced_shape(x.shape(), mask, keepdim));
-  T* out = y.data();
-  detail::for_each_reduced_row(x, mask, [&](int64_t r, const T* row, int64_t n) {
-    T m = -std::numeric_limits<T>::infinity();
-    for (int64_t k = 0; k < n; ++k) m = std::max(m, row[k]);
-    if (std::isinf(m)) { out[r] = m; return; }
-    detail::Accum<T> acc = 0;
-    for (int64_t k = 0; k < n; ++k) acc += std::exp(row[k] - m);
-    out[r] = m + static_cast<T>(std::log(acc));
-  });
+  Tensor<T> y(detail::reduced_shape(x.shape(), mask, keepdim), x.device());
+  if (detail::is_cuda(x)) detail::cuda_reduce(cuda::ReduceOp::LogSumExp, x, mask, y, "logsumexp");
+  else
+    detail::for_each_reduced_row(x, mask, [&, out = y.data()](int64_t r, const T* row, int64_t n) {
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t k = 0; k < n; ++k) m = std::max(m, row[k]);
+      if (std::isinf(m)) { out[r] = m; return; }
+      detail::Accum<T> acc = 0;
+      for (int64_t k = 0; k < n; ++k) acc += std::exp(row[k] - m);
+      out[r] = m + static_cast<T>(std::log(acc));
+    });
   if (autograd::needs_grad(x))
     autograd::record(y, "Logsumexp", {x}, [x = x.detach(), y = y.detach(), mask](const Tensor<T>& g, const NeedsGrad&) {
       Tensor<T> yk = detail::unsqueeze_reduced(y, x.shape(), mask), gk = detail::unsqueeze_reduced(g, x.shape(), mask);
@@ -148,28 +178,52 @@ template <class T> struct ValuesIndices {
 namespace detail {
 template <class T, class Better>
 ValuesIndices<T> extreme_along(const Tensor<T>& x, int64_t dim, bool keepdim, const char* op, const char* name,
-                               Better better) {
+                               [[maybe_unused]] bool largest, Better better) {
   HG_CHECK(x.numel() > 0, op, "cannot reduce an empty tensor of shape ", to_string(x.shape()));
   dim = wrap_dim(dim, x.dim(), op);
   std::vector<bool> mask(static_cast<size_t>(std::max<int64_t>(x.dim(), 1)), false);
   if (x.dim() > 0) mask[dim] = true;
   Shape out_shape = reduced_shape(x.shape(), mask, keepdim);
-  Tensor<T> values(out_shape);
-  Tensor<int64_t> indices(out_shape);
-  T* pv = values.data();
-  int64_t* pi = indices.data();
+  Tensor<T> values(out_shape, x.device());
+  Tensor<int64_t> indices(out_shape, x.device());
   Tensor<T> xs = x.dim() == 0 ? x.reshape({1}) : x;
-  for_each_reduced_row(xs, mask, [&](int64_t r, const T* row, int64_t n) {
-    int64_t best = 0;
-    for (int64_t k = 1; k < n; ++k)
-      if (better(row[k], row[best]) || (std::isnan(row[k]) && !std::isnan(row[best]))) best = k;
-    pv[r] = row[best];
-    pi[r] = best;
-  });
+  if (is_cuda(x)) {
+#ifdef HISTOGRAD_WITH_CUDA
+    if constexpr (cuda_reduce_type<T>) {
+      ReducedRows<T> r = reduced_rows(xs, mask);
+      cuda::arg_extreme_rows<T>(largest, r.rows.device_data(), r.outer, r.inner, values.device_data(),
+                                indices.device_data());
+    } else {
+      no_cuda_kernel(op, dtype_name<T>());
+    }
+#endif
+  } else {
+    T* pv = values.data();
+    int64_t* pi = indices.data();
+    for_each_reduced_row(xs, mask, [&](int64_t r, const T* row, int64_t n) {
+      int64_t best = 0;
+      for (int64_t k = 1; k < n; ++k)
+        if (better(row[k], row[best]) || (std::isnan(row[k]) && !std::isnan(row[best]))) best = k;
+      pv[r] = row[best];
+      pi[r] = best;
+    });
+  }
   // dx: g scattered to the chosen index
-  autograd::record(values, name, {x}, [in_shape = x.shape(), indices, dim, mask](const Tensor<T>& g, const NeedsGrad&) {
-    Tensor<T> grad_in = zeros<T>(in_shape);
+  autograd::record(values, name, {x}, [in_shape = x.shape(), indices, dim, mask, op](const Tensor<T>& g, const NeedsGrad&) {
+    Tensor<T> grad_in = zeros<T>(in_shape, g.device());
     Tensor<T> gc = g.contiguous();
+    if (is_cuda(g)) {
+#ifdef HISTOGRAD_WITH_CUDA
+      if constexpr (cuda_reduce_type<T>) {
+        int64_t inner = 1;
+        for (int64_t d = dim + 1; d < static_cast<int64_t>(in_shape.size()); ++d) inner *= in_shape[d];
+        const int64_t n = in_shape.empty() ? 1 : in_shape[dim], outer = inner == 0 ? 0 : gc.numel() / inner;
+        cuda::scatter_add_rows<T>(gc.device_data(), indices.device_data(), outer, n, inner, grad_in.device_data());
+        return std::vector<Tensor<T>>{grad_in};
+      }
+#endif
+      no_cuda_kernel(op, dtype_name<T>());
+    }
     const int64_t* idx = indices.data();
     int64_t inner = 1;
     for (int64_t d = dim + 1; d < static_cast<int64_t>(in_shape.size()); ++d) inner *= in_shape[d];
@@ -185,10 +239,10 @@ ValuesIndices<T> extreme_along(const Tensor<T>& x, int64_t dim, bool keepdim, co
 }  // namespace detail
 
 template <class T> ValuesIndices<T> max(const Tensor<T>& x, int64_t dim, bool keepdim = false) {
-  return detail::extreme_along(x, dim, keepdim, "max", "Max", [](T a, T b) { return a > b; });
+  return detail::extreme_along(x, dim, keepdim, "max", "Max", true, [](T a, T b) { return a > b; });
 }
 template <class T> ValuesIndices<T> min(const Tensor<T>& x, int64_t dim, bool keepdim = false) {
-  return detail::extreme_along(x, dim, keepdim, "min", "Min", [](T a, T b) { return a < b; });
+  return detail::extreme_along(x, dim, keepdim, "min", "Min", false, [](T a, T b) { return a < b; });
 }
 template <class T> Tensor<int64_t> argmax(const Tensor<T>& x, int64_t dim, bool keepdim = false) {
   NoGradGuard no_grad;
@@ -203,17 +257,18 @@ template <class T> Tensor<int64_t> argmin(const Tensor<T>& x, int64_t dim, bool 
 template <class T> Tensor<T> amax(const Tensor<T>& x, const Shape& dims = {}, bool keepdim = false) {
   auto mask = detail::reduce_mask(dims, x.dim(), "amax");
   HG_CHECK(x.numel() > 0, "amax", "cannot reduce an empty tensor of shape ", to_string(x.shape()));
-  Tensor<T> y(detail::reduced_shape(x.shape(), mask, keepdim));
-  T* out = y.data();
-  detail::for_each_reduced_row(x, mask, [&](int64_t r, const T* row, int64_t n) {
-    T m = row[0];
-    for (int64_t k = 1; k < n; ++k) m = (row[k] > m || std::isnan(row[k])) ? row[k] : m;
-    out[r] = m;
-  });
+  Tensor<T> y(detail::reduced_shape(x.shape(), mask, keepdim), x.device());
+  if (detail::is_cuda(x)) detail::cuda_reduce(cuda::ReduceOp::Max, x, mask, y, "amax");
+  else
+    detail::for_each_reduced_row(x, mask, [&, out = y.data()](int64_t r, const T* row, int64_t n) {
+      T m = row[0];
+      for (int64_t k = 1; k < n; ++k) m = (row[k] > m || std::isnan(row[k])) ? row[k] : m;
+      out[r] = m;
+    });
   if (autograd::needs_grad(x))
     autograd::record(y, "Amax", {x}, [x = x.detach(), y = y.detach(), mask](const Tensor<T>& g, const NeedsGrad&) {
       Tensor<T> yk = detail::unsqueeze_reduced(y, x.shape(), mask), gk = detail::unsqueeze_reduced(g, x.shape(), mask);
-      Tensor<T> is_max = cpu::map<T>(x, yk, [](T a, T b) { return T(a == b); }, "amax");
+      Tensor<T> is_max = detail::map2(cuda::BinaryOp::EqualValue, x, yk, [](T a, T b) { return T(a == b); }, "amax");
       Tensor<T> ties = sum(is_max, detail::reduce_mask_dims(mask), true);
       return std::vector<Tensor<T>>{div(mul(is_max, gk), ties)};
     });

@@ -1,6 +1,7 @@
 // View ops (sharing storage) and copies, with their backward beside each forward:
 // reshape/view/flatten, permute/transpose, slice/select, expand, (un)squeeze,
-// contiguous/clone, and the in-place writes fill_/copy_ used outside autograd.
+// contiguous/clone, and the in-place writes fill_/copy_ used outside autograd. Copies of CUDA
+// tensors run cuda/copy.cu's strided kernel; copy_ also moves data between devices.
 #pragma once
 #include <numeric>
 #include <optional>
@@ -8,6 +9,7 @@
 #include "../autograd/node.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/elementwise.hpp"
+#include "device.hpp"
 
 namespace histograd {
 
@@ -141,7 +143,7 @@ Tensor<T> Tensor<T>::slice(int64_t d, int64_t start, int64_t end, int64_t step) 
   new_strides[d] *= step;
   Tensor out = detail::make_view(*this, new_shape, new_strides, storage_offset() + start * strides()[d]);
   autograd::record(out, "Slice", {*this}, [in_shape = shape(), d, start, end, step](const Tensor& g, const NeedsGrad&) {
-    Tensor grad_in(in_shape);
+    Tensor grad_in(in_shape, g.device());
     grad_in.zero_();
     grad_in.slice(d, start, end, step).copy_(g);
     return std::vector<Tensor>{grad_in};
@@ -221,8 +223,9 @@ Tensor<T> Tensor<T>::squeeze() const {
 
 template <class T>
 Tensor<T> Tensor<T>::clone() const {
-  Tensor out(shape());
-  cpu::map_into(out, *this, [](T v) { return v; });
+  Tensor out(shape(), device());
+  if (detail::is_cuda(out)) detail::cuda_convert_into(out, *this, "clone");
+  else cpu::map_into(out, *this, [](T v) { return v; });
   autograd::record(out, "Clone", {*this}, [](const Tensor& g, const NeedsGrad&) { return std::vector<Tensor>{g}; });
   return out;
 }
@@ -236,8 +239,9 @@ Tensor<T> Tensor<T>::contiguous() const {
 template <class T>
 template <class U>
 Tensor<U> Tensor<T>::to() const {
-  Tensor<U> out(shape());
-  cpu::map_into(out, *this, [](T v) { return static_cast<U>(v); });
+  Tensor<U> out(shape(), device());
+  if (detail::is_cuda(out)) detail::cuda_convert_into(out, *this, "to");
+  else cpu::map_into(out, *this, [](T v) { return static_cast<U>(v); });
   return out;
 }
 
@@ -245,9 +249,13 @@ template <class T>
 Tensor<T>& Tensor<T>::fill_(T value) {
   HG_CHECK(!(requires_grad() && GradMode::is_enabled()), "fill_",
            "in-place write to a tensor that requires grad; wrap it in NoGradGuard or detach() it");
-  Tensor<T> scalar(Shape{});
-  *scalar.data() = value;
-  cpu::map_into(*this, scalar, [](T v) { return v; });
+  if (detail::is_cuda(*this)) {
+    detail::cuda_fill(*this, value);
+  } else {
+    Tensor<T> scalar(Shape{});
+    *scalar.data() = value;
+    cpu::map_into(*this, scalar, [](T v) { return v; });
+  }
   storage()->bump_version();
   return *this;
 }
@@ -258,9 +266,12 @@ Tensor<T>& Tensor<T>::copy_(const Tensor<T>& source) {
            "in-place write to a tensor that requires grad; wrap it in NoGradGuard or detach() it");
   HG_CHECK(broadcast_shapes(source.shape(), shape(), "copy_") == shape(), "copy_", "cannot copy a tensor of shape ",
            to_string(source.shape()), " into one of shape ", to_string(shape()));
-  // A source overlapping the destination is read fully first, so the copy is never torn.
-  Tensor<T> from = source.storage() == storage() ? source.detach().clone() : source;
-  cpu::map_into(*this, from, [](T v) { return v; });
+  // A source overlapping the destination is read fully first, so the copy is never torn; one on
+  // another device is brought here first.
+  Tensor<T> from = source.device() != device() ? source.detach().to(device())
+                   : source.storage() == storage() ? source.detach().clone() : source;
+  if (detail::is_cuda(*this)) detail::cuda_convert_into(*this, from, "copy_");
+  else cpu::map_into(*this, from, [](T v) { return v; });
   storage()->bump_version();
   return *this;
 }
