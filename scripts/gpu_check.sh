@@ -35,6 +35,7 @@ fi
 echo "cudnn: ${cudnn_flags[*]:-toolkit}" | tee -a "$out/gpu.txt"
 
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
+[ "$arch" = 90 ] && arch=90a  # Hopper: the wgmma attention kernel needs the arch-specific target
 stamp "configure for sm_${arch}"
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_WSI=OFF -DHISTOGRAD_BUILD_EXAMPLES=OFF \
       -DHISTOGRAD_BUILD_BENCHMARKS=ON -DHISTOGRAD_CUDA_ARCHITECTURES="${arch}" "${cudnn_flags[@]}" >"$out/configure.log" 2>&1 ||
