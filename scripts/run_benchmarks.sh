@@ -14,6 +14,7 @@ export OMP_NUM_THREADS="${1:-2}"
 echo "# $(date -u +%F) $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS"
 build/bench/benchmarks/gemm_bench
 build/bench/benchmarks/vit_bench
+build/bench/benchmarks/ssl_bench 3  # DINO + MAE training steps beside the reference code (fetched repos)
 slide=../shared/data/slides/CMU-1-Small-Region.svs
 if [ -x build/bench/benchmarks/wsi_bench ] && [ -f "$slide" ]; then
   build/bench/benchmarks/wsi_bench "$slide" 3
