@@ -2,6 +2,7 @@
 // semantics: softmax(q k^T * scale + mask) v over the last two dims, batch dims broadcast.
 // The work is the tiled online-softmax kernel of cpu/attention.hpp (FlashAttention-2), which
 // never forms the [L, S] matrix; the backward recomputes it tile by tile from the logsumexp.
+// CUDA tensors go to cuda/attention.hpp (the same algorithm on the GPU, float32).
 #pragma once
 #include <cmath>
 #include <concepts>
@@ -13,6 +14,7 @@
 #include "../core/tensor.hpp"
 #include "../cpu/attention.hpp"
 #include "../cpu/elementwise.hpp"
+#include "../cuda/attention.hpp"
 #include "reduce.hpp"
 
 namespace histograd {
@@ -41,6 +43,72 @@ cpu::AttentionOperand<T> attention_operand(const Tensor<T>& t, const Shape& batc
   return op;
 }
 
+// The op on CUDA tensors (float32): cuda/attention.hpp's kernels over [batch, 1, L, E] with the
+// broadcast batch dims flattened. q, k, v (often strided views of one qkv product) and the mask
+// are made contiguous on the device first; gradients come back in those shapes and are summed
+// to each input's. No dropout and no mask gradient here (the kernels have neither).
+template <class T>
+Tensor<T> cuda_scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
+                                            const Tensor<T>& attn_mask, double dropout_p, [[maybe_unused]] bool is_causal,
+                                            double scale, const Shape& batch_shape) {
+  const char* op = "scaled_dot_product_attention";
+  HG_CHECK((std::same_as<T, float>), op, "no CUDA kernel for ", dtype_name<T>(), " tensors (float32 only)");
+  HG_CHECK(dropout_p == 0, op, "dropout_p > 0 is not supported on CUDA (got ", dropout_p, "); pass 0");
+  HG_CHECK(v.size(-1) == q.size(-1), op, "on CUDA expected value's last dim to equal query's ", q.size(-1), ", got ",
+           v.size(-1));
+  HG_CHECK(!attn_mask.defined() || !attn_mask.requires_grad(), op, "no attn_mask gradient on CUDA; detach the mask");
+  HG_CHECK(scale != 0, op, "expected a non-zero scale on CUDA");
+  const int64_t L = q.size(-2), S = k.size(-2), E = q.size(-1), batch = numel_of(batch_shape);
+  auto with_batch = [&batch_shape](int64_t rows, int64_t cols) {
+    Shape s = batch_shape;
+    s.push_back(rows);
+    s.push_back(cols);
+    return s;
+  };
+  const Tensor<T> qd = q.detach().expand(with_batch(L, E)).contiguous();
+  const Tensor<T> kd = k.detach().expand(with_batch(S, E)).contiguous();
+  const Tensor<T> vd = v.detach().expand(with_batch(S, E)).contiguous();
+  const Tensor<T> maskd = attn_mask.defined() ? attn_mask.detach().expand(with_batch(L, S)).contiguous() : Tensor<T>();
+  Tensor<T> out(with_batch(L, E), q.device());
+  Tensor<float> logsumexp(Shape{batch, L}, q.device());
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (std::same_as<T, float>) {
+    cuda::set_device(q.device().index);
+    cuda::AttentionShape shape;
+    shape.batch = batch, shape.heads = 1, shape.query_len = L, shape.key_len = S, shape.head_dim = E;
+    cuda::AttentionOptions options;
+    options.scale = static_cast<float>(scale);
+    options.causal = is_causal;
+    if (maskd.defined()) {
+      options.mask = maskd.device_data();
+      options.mask_stride_b = L * S, options.mask_stride_h = 0, options.mask_stride_q = S, options.mask_stride_k = 1;
+    }
+    if (out.numel() > 0)
+      cuda::attention_forward<float>(qd.device_data(), kd.device_data(), vd.device_data(), out.device_data(),
+                                     logsumexp.device_data(), shape, options);
+    if (autograd::needs_grad(q, k, v))
+      autograd::record(out, "ScaledDotProductAttention", {q, k, v, attn_mask},
+                       [qd, kd, vd, maskd, out = out.detach(), logsumexp, shape, options,
+                        input_shapes = std::vector<Shape>{q.shape(), k.shape(), v.shape()}](const Tensor<T>& g,
+                                                                                          const NeedsGrad& need) {
+        const Tensor<T> dout = g.contiguous();
+        Tensor<T> dq(qd.shape(), qd.device()), dk(kd.shape(), kd.device()), dv(vd.shape(), vd.device());
+        const size_t bytes = cuda::attention_backward_workspace_bytes(shape);
+        Tensor<float> workspace(Shape{static_cast<int64_t>(bytes / sizeof(float)) + 4}, qd.device());
+        if (out.numel() > 0)
+          cuda::attention_backward<float>(qd.device_data(), kd.device_data(), vd.device_data(), out.device_data(),
+                                          dout.device_data(), logsumexp.device_data(), dq.device_data(),
+                                          dk.device_data(), dv.device_data(), workspace.device_data(), shape, options);
+        std::vector<Tensor<T>> grads{dq, dk, dv, Tensor<T>()};
+        for (size_t i = 0; i < 3; ++i) grads[i] = need[i] ? sum_to(grads[i], input_shapes[i]) : Tensor<T>();
+        return grads;
+      });
+    return out;
+  }
+#endif
+  fail(op, "histograd was built without CUDA");
+}
+
 // The op with the tile sizes exposed, so tests can force many partial tiles on small inputs.
 template <class T>
 Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
@@ -51,10 +119,11 @@ Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, c
   HG_CHECK(q.dim() >= 2 && k.dim() >= 2 && v.dim() >= 2, op,
            "expected query [..., L, E], key [..., S, E] and value [..., S, Ev] with at least 2 dims, got shapes ",
            to_string(q.shape()), ", ", to_string(k.shape()), " and ", to_string(v.shape()));
-  HG_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu() &&
-               (!attn_mask.defined() || attn_mask.device().is_cpu()),
-           op, "expected CPU tensors, got query on ", q.device().str(), ", key on ", k.device().str(), ", value on ",
-           v.device().str());
+  HG_CHECK(k.device() == q.device() && v.device() == q.device() &&
+               (!attn_mask.defined() || attn_mask.device() == q.device()),
+           op, "expected query, key, value and attn_mask on one device, got query on ", q.device().str(), ", key on ",
+           k.device().str(), ", value on ", v.device().str(),
+           attn_mask.defined() ? ", attn_mask on " + attn_mask.device().str() : std::string());
   const int64_t L = q.size(-2), S = k.size(-2), E = q.size(-1), Ev = v.size(-1);
   HG_CHECK(k.size(-1) == E, op, "expected key's last dim to equal query's embedding size ", E, ", got query of shape ",
            to_string(q.shape()), " and key of shape ", to_string(k.shape()));
@@ -83,6 +152,10 @@ Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, c
     HG_CHECK(fits, op, "expected attn_mask broadcastable to ", to_string(scores_shape), " ([..., L, S]), got shape ",
              to_string(attn_mask.shape()));
   }
+
+  if (q.device().is_cuda())
+    return cuda_scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal,
+                                             scale ? *scale : 1.0 / std::sqrt(static_cast<double>(E)), batch_shape);
 
   cpu::AttentionProblem<T> problem;
   problem.batch = numel_of(batch_shape);

@@ -2,10 +2,15 @@
 // im2col + GEMM, and patch_embed, the kernel == stride stem of every ViT (MODELS.md §1.1,
 // §2.1): a reshape/permute of the image into patch rows and one GEMM. Kernels: cpu/conv.hpp.
 // Shapes: x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O] or undefined (no bias).
+// CUDA tensors (float32) go to cuDNN (cuda/conv.hpp; TF32 as cuda::allow_tf32()); without cuDNN,
+// the kernel == stride convolutions take the patch path on the device, the rest are refused.
 #pragma once
+#include <type_traits>
+
 #include "../autograd/node.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/conv.hpp"
+#include "../cuda/conv.hpp"
 #include "matmul.hpp"
 
 namespace histograd {
@@ -67,6 +72,50 @@ Tensor<T> patchify_conv(const Tensor<T>& x, const Tensor<T>& weight, const Tenso
   return tokens.view({N, Hp, Wp, D}).permute({0, 3, 1, 2});
 }
 
+// conv2d on CUDA through cuDNN (groups 1, dilation 1); `patchable` convolutions fall back to the
+// patch path (device reshape + GEMM) when cuDNN is missing.
+template <class T>
+Tensor<T> cuda_conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias,
+                      [[maybe_unused]] const cpu::Conv2dShape& s, [[maybe_unused]] bool patchable) {
+  HG_CHECK(weight.device() == x.device() && (!bias.defined() || bias.device() == x.device()), "conv2d",
+           "expected input, weight and bias on one device, got ", x.device().str(), " and ", weight.device().str());
+  HG_CHECK((std::is_same_v<T, float>), "conv2d", "no CUDA kernel for ", dtype_name<T>(), " tensors (float32 only)");
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    cuda::set_device(x.device().index);
+    const bool cudnn_fits = s.groups == 1 && s.dilation_h == 1 && s.dilation_w == 1;
+    if (cudnn_fits && cuda::cudnn_available()) {
+      cuda::Conv2dArgs args;
+      args.batch = s.batch, args.in_channels = s.in_channels, args.height = s.in_h, args.width = s.in_w;
+      args.out_channels = s.out_channels, args.kernel_h = s.kernel_h, args.kernel_w = s.kernel_w;
+      args.stride_h = s.stride_h, args.stride_w = s.stride_w, args.pad_h = s.pad_h, args.pad_w = s.pad_w;
+      args.allow_tf32 = cuda::allow_tf32();
+      Tensor<T> xc = x.detach().contiguous(), wc = weight.detach().contiguous();
+      Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
+      Tensor<T> y({s.batch, s.out_channels, s.out_h, s.out_w}, x.device());
+      cuda::conv2d_forward<float>(args, xc.device_data(), wc.device_data(), bc.defined() ? bc.device_data() : nullptr,
+                                  y.device_data());
+      if (autograd::needs_grad(x, weight, bias))
+        autograd::record(y, "Conv2d", {x, weight, bias}, [xc, wc, s, args](const Tensor<T>& g, const NeedsGrad& need) {
+          Tensor<T> dy = g.contiguous(), dx, dw, db;
+          if (need[0]) dx = Tensor<T>({s.batch, s.in_channels, s.in_h, s.in_w}, dy.device());
+          if (need[1]) dw = Tensor<T>({s.out_channels, s.group_in(), s.kernel_h, s.kernel_w}, dy.device());
+          if (need[2]) db = Tensor<T>({s.out_channels}, dy.device());
+          auto ptr = [](Tensor<T>& t) { return t.defined() ? t.device_data() : nullptr; };
+          cuda::conv2d_backward<float>(args, xc.device_data(), wc.device_data(), dy.device_data(), ptr(dx), ptr(dw),
+                                       ptr(db));
+          return std::vector<Tensor<T>>{dx, dw, db};
+        });
+      return y;
+    }
+    if (patchable) return patchify_conv(x, weight, bias);
+    fail("conv2d", cudnn_fits ? "this convolution needs cuDNN on CUDA, and histograd::cuda has none"
+                              : "grouped or dilated convolutions are not supported on CUDA");
+  }
+#endif
+  fail("conv2d", "histograd was built without CUDA");
+}
+
 }  // namespace detail
 
 // conv2d: y[n, o, oh, ow] = b[o] + Σ_{c in o's group, ki, kj} W[o, c, ki, kj] · x[n, c, ih, iw]
@@ -77,10 +126,11 @@ template <class T>
 Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = Tensor<T>(), IntPair stride = 1,
                  IntPair padding = 0, IntPair dilation = 1, int64_t groups = 1) {
   const cpu::Conv2dShape s = detail::conv2d_shape(x, weight, bias, stride, padding, dilation, groups);
-  if (s.kernel_h == s.stride_h && s.kernel_w == s.stride_w && s.pad_h == 0 && s.pad_w == 0 && groups == 1 &&
-      (s.kernel_h == 1 || s.dilation_h == 1) && (s.kernel_w == 1 || s.dilation_w == 1) && s.in_h % s.kernel_h == 0 &&
-      s.in_w % s.kernel_w == 0)
-    return detail::patchify_conv(x, weight, bias);
+  const bool patchable = s.kernel_h == s.stride_h && s.kernel_w == s.stride_w && s.pad_h == 0 && s.pad_w == 0 &&
+                         groups == 1 && (s.kernel_h == 1 || s.dilation_h == 1) &&
+                         (s.kernel_w == 1 || s.dilation_w == 1) && s.in_h % s.kernel_h == 0 && s.in_w % s.kernel_w == 0;
+  if (x.device().is_cuda()) return detail::cuda_conv2d(x, weight, bias, s, patchable);
+  if (patchable) return detail::patchify_conv(x, weight, bias);
   Tensor<T> xc = x.detach().contiguous(), wc = weight.detach().contiguous();
   Tensor<T> bc = bias.defined() ? bias.detach().contiguous() : bias;
   Tensor<T> y({s.batch, s.out_channels, s.out_h, s.out_w});

@@ -2,9 +2,12 @@
 // torch's semantics (torch.cat, torch.gather, torch.Tensor.scatter_add, F.embedding).
 // The adjoint of reading through an index is adding through it: gather's backward is a
 // scatter_add and scatter_add's is a gather. Indices are bounds-checked up front; negative
-// indices are out of range, as in torch.
+// indices are out of range, as in torch. CUDA tensors run cuda/indexing.hpp's kernels (strided,
+// no copies; the scatter-adds use atomics); indices are checked there with one small read-back.
 #pragma once
+#include <limits>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "../autograd/node.hpp"
@@ -12,6 +15,7 @@
 #include "../core/tensor.hpp"
 #include "../cpu/elementwise.hpp"
 #include "../cpu/indexing.hpp"
+#include "../cuda/indexing.hpp"
 
 namespace histograd {
 
@@ -41,6 +45,162 @@ inline void check_index_fits(const Shape& index, const Shape& other, int64_t dim
     HG_CHECK(index[d] <= other[d] || (!all_dims && static_cast<int64_t>(d) == dim), op, "index of shape ",
              to_string(index), " is larger than ", other_name, " of shape ", to_string(other), " in dim ", d);
 }
+
+// ---- the CUDA path ----
+// Zeros on a CUDA device (a byte fill: 0.0 and integer 0 are all-zero bytes).
+template <class T>
+Tensor<T> cuda_zeros(const Shape& shape, Device device) {
+  Tensor<T> t(shape, device);
+#ifdef HISTOGRAD_WITH_CUDA
+  cuda::set_device(device.index);
+  cuda::fill_bytes(t.device_data(), 0, static_cast<size_t>(t.numel()) * sizeof(T));
+#endif
+  return t;
+}
+
+// `index` on `device`, contiguous, every value in [0, size) (checked on the device).
+inline Tensor<int64_t> cuda_checked_index(const Tensor<int64_t>& index, [[maybe_unused]] int64_t size,
+                                          [[maybe_unused]] int64_t dim, Device device, [[maybe_unused]] const char* op) {
+  Tensor<int64_t> idx = index.to(device).contiguous();
+#ifdef HISTOGRAD_WITH_CUDA
+  cuda::set_device(device.index);
+  const cuda::IndexCheck check = cuda::check_index(idx.device_data(), idx.numel(), size, size);
+  HG_CHECK(check.bad == 0 && check.ignored == 0, op, "index ", check.bad ? check.bad_value : size,
+           " out of range for dim ", dim, " of size ", size);
+#endif
+  return idx;
+}
+
+// The walk of one gather/scatter: `walk` is the shape every element visits; the dense side,
+// the indexed side (whose `dim` steps per index value) and the index each give their strides.
+inline cuda::IndexWalk index_walk(const Shape& walk, int64_t dim, const Shape& dense_strides,
+                                  const Shape& indexed_strides, const Shape& index_strides, int64_t skip = -1) {
+  HG_CHECK(walk.size() <= static_cast<size_t>(cuda::kMaxIndexDims), "index", "CUDA indexing supports up to ",
+           cuda::kMaxIndexDims, " dims, got shape ", to_string(walk));
+  cuda::IndexWalk w;
+  w.ndim = static_cast<int>(walk.size());
+  w.dim = static_cast<int>(dim);
+  w.skip = skip;
+  for (size_t d = 0; d < walk.size(); ++d) {
+    w.shape[d] = walk[d];
+    w.dense_strides[d] = dense_strides[d];
+    w.indexed_strides[d] = indexed_strides[d];
+    w.index_strides[d] = index_strides[d];
+  }
+  return w;
+}
+
+template <class T>
+void cuda_gather([[maybe_unused]] const cuda::IndexWalk& walk, [[maybe_unused]] const Tensor<T>& indexed,
+                 [[maybe_unused]] const Tensor<int64_t>& index, Tensor<T>& dense, const char* op) {
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, int64_t>) {
+    cuda::set_device(dense.device().index);
+    cuda::index_gather<T>(walk, indexed.device_data(), index.device_data(), dense.device_data());
+    return;
+  }
+#endif
+  fail(op, "no CUDA kernel for ", dtype_name<T>(), " tensors on ", dense.device().str());
+}
+
+template <class T>
+void cuda_scatter_add([[maybe_unused]] const cuda::IndexWalk& walk, [[maybe_unused]] const Tensor<T>& dense,
+                      [[maybe_unused]] const Tensor<int64_t>& index, Tensor<T>& indexed, const char* op) {
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    cuda::set_device(indexed.device().index);
+    cuda::index_scatter_add<T>(walk, dense.device_data(), index.device_data(), indexed.device_data());
+    return;
+  }
+#endif
+  fail(op, "no CUDA kernel for ", dtype_name<T>(), " tensors on ", indexed.device().str());
+}
+
+// Strides of a contiguous 1-D index read along `dim` of an `ndim`-dim walk (index_select).
+inline Shape along_dim_strides(int64_t ndim, int64_t dim) {
+  Shape strides(static_cast<size_t>(ndim), 0);
+  strides[static_cast<size_t>(dim)] = 1;
+  return strides;
+}
+
+template <class T> Tensor<T> cuda_index_select(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) {
+  Tensor<int64_t> idx = cuda_checked_index(index, x.size(dim), dim, x.device(), "index_select");
+  Shape out_shape = x.shape();
+  out_shape[dim] = idx.numel();
+  Tensor<T> out(out_shape, x.device());
+  const Shape idx_strides = along_dim_strides(x.dim(), dim);
+  cuda_gather(index_walk(out_shape, dim, out.strides(), x.strides(), idx_strides), x, idx, out, "index_select");
+  if (autograd::needs_grad(x))
+    autograd::record(out, "IndexSelect", {x}, [in_shape = x.shape(), out_shape, idx, idx_strides, dim](
+                                                  const Tensor<T>& g, const NeedsGrad&) {
+      Tensor<T> dx = cuda_zeros<T>(in_shape, g.device());
+      cuda_scatter_add(index_walk(out_shape, dim, g.strides(), dx.strides(), idx_strides), g, idx, dx, "index_select");
+      return std::vector<Tensor<T>>{dx};
+    });
+  return out;
+}
+
+template <class T> Tensor<T> cuda_gather_op(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) {
+  Tensor<int64_t> idx = cuda_checked_index(index, x.size(dim), dim, x.device(), "gather");
+  Tensor<T> out(idx.shape(), x.device());
+  cuda_gather(index_walk(idx.shape(), dim, out.strides(), x.strides(), idx.strides()), x, idx, out, "gather");
+  if (autograd::needs_grad(x))
+    autograd::record(out, "Gather", {x}, [in_shape = x.shape(), idx, dim](const Tensor<T>& g, const NeedsGrad&) {
+      Tensor<T> dx = cuda_zeros<T>(in_shape, g.device());
+      cuda_scatter_add(index_walk(idx.shape(), dim, g.strides(), dx.strides(), idx.strides()), g, idx, dx, "gather");
+      return std::vector<Tensor<T>>{dx};
+    });
+  return out;
+}
+
+template <class T>
+Tensor<T> cuda_scatter_add_op(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index, const Tensor<T>& src) {
+  HG_CHECK(src.device() == x.device(), "scatter_add", "expected src on ", x.device().str(), ", got ",
+           src.device().str());
+  Tensor<int64_t> idx = cuda_checked_index(index, x.size(dim), dim, x.device(), "scatter_add");
+  Tensor<T> out = x.detach().clone();
+  cuda_scatter_add(index_walk(idx.shape(), dim, src.strides(), out.strides(), idx.strides()), src, idx, out,
+                   "scatter_add");
+  if (autograd::needs_grad(x, src))
+    autograd::record(out, "ScatterAdd", {x, src}, [src_shape = src.shape(), idx, dim](const Tensor<T>& g,
+                                                                                     const NeedsGrad& need) {
+      Tensor<T> dsrc;
+      if (need[1]) {
+        dsrc = cuda_zeros<T>(src_shape, g.device());
+        cuda_gather(index_walk(idx.shape(), dim, dsrc.strides(), g.strides(), idx.strides()), g, idx, dsrc,
+                    "scatter_add");
+      }
+      return std::vector<Tensor<T>>{need[0] ? g : Tensor<T>(), dsrc};
+    });
+  return out;
+}
+
+template <class T>
+Tensor<T> cuda_embedding(const Tensor<int64_t>& ids, const Tensor<T>& weight, int64_t skip) {
+  [[maybe_unused]] const int64_t rows = weight.size(0);
+  const int64_t width = weight.size(1);
+  Tensor<int64_t> idx = ids.to(weight.device()).contiguous();
+#ifdef HISTOGRAD_WITH_CUDA
+  cuda::set_device(weight.device().index);
+  const cuda::IndexCheck check = cuda::check_index(idx.device_data(), idx.numel(), rows, rows);
+  HG_CHECK(check.bad == 0 && check.ignored == 0, "embedding", "index ", check.bad ? check.bad_value : rows,
+           " out of range for ", rows, " embeddings (weight of shape ", to_string(weight.shape()), ")");
+#endif
+  const Shape walk{idx.numel(), width}, dense_strides{width, 1}, idx_strides{1, 0};
+  Shape out_shape = ids.shape();
+  out_shape.push_back(width);
+  Tensor<T> out(out_shape, weight.device());
+  cuda_gather(index_walk(walk, 0, dense_strides, weight.strides(), idx_strides), weight, idx, out, "embedding");
+  if (autograd::needs_grad(weight))
+    autograd::record(out, "Embedding", {weight}, [w_shape = weight.shape(), idx, walk, dense_strides, idx_strides,
+                                                  skip](const Tensor<T>& g, const NeedsGrad&) {
+      Tensor<T> gc = g.contiguous(), dw = cuda_zeros<T>(w_shape, g.device());
+      cuda_scatter_add(index_walk(walk, 0, dense_strides, dw.strides(), idx_strides, skip), gc, idx, dw, "embedding");
+      return std::vector<Tensor<T>>{dw};
+    });
+  return out;
+}
+
 }  // namespace detail
 
 // cat: joins tensors along `dim` (all other sizes equal).  d tensor_i = the slice of g it filled
@@ -62,7 +222,7 @@ template <class T> Tensor<T> cat(const std::vector<Tensor<T>>& tensors, int64_t 
     sizes.push_back(s[dim]);
     out_shape[dim] += s[dim];
   }
-  Tensor<T> out(out_shape);
+  Tensor<T> out(out_shape, tensors[0].device());
   {
     NoGradGuard no_grad;
     int64_t offset = 0;
@@ -104,6 +264,7 @@ template <class T> Tensor<T> index_select(const Tensor<T>& x, int64_t dim, const
   HG_CHECK(x.dim() >= 1, "index_select", "expected an input with at least one dim, got a 0-d tensor");
   HG_CHECK(index.dim() <= 1, "index_select", "expected a 0-d or 1-D index, got shape ", to_string(index.shape()));
   dim = wrap_dim(dim, x.dim(), "index_select");
+  if (x.device().is_cuda()) return detail::cuda_index_select(x, dim, index);
   Tensor<int64_t> idx = detail::checked_index(index, x.size(dim), dim, "index_select");
   Shape out_shape = x.shape();
   out_shape[dim] = idx.numel();
@@ -129,6 +290,7 @@ template <class T> Tensor<T> gather(const Tensor<T>& x, int64_t dim, const Tenso
   HG_CHECK(x.dim() >= 1, "gather", "expected an input with at least one dim, got a 0-d tensor");
   dim = wrap_dim(dim, x.dim(), "gather");
   detail::check_index_fits(index.shape(), x.shape(), dim, false, "gather", "the input");
+  if (x.device().is_cuda()) return detail::cuda_gather_op(x, dim, index);
   Tensor<int64_t> idx = detail::checked_index(index, x.size(dim), dim, "gather");
   const Shape& walk = idx.shape();
   const int64_t outer = detail::prod_dims(walk, 0, dim), k = walk[dim], inner = detail::prod_dims(walk, dim + 1, x.dim());
@@ -155,6 +317,7 @@ Tensor<T> scatter_add(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& in
   dim = wrap_dim(dim, x.dim(), "scatter_add");
   detail::check_index_fits(index.shape(), x.shape(), dim, false, "scatter_add", "the input");
   detail::check_index_fits(index.shape(), src.shape(), dim, true, "scatter_add", "src");
+  if (x.device().is_cuda()) return detail::cuda_scatter_add_op(x, dim, index, src);
   Tensor<int64_t> idx = detail::checked_index(index, x.size(dim), dim, "scatter_add");
   const Shape& walk = idx.shape();
   const int64_t outer = detail::prod_dims(walk, 0, dim), k = walk[dim], inner = detail::prod_dims(walk, dim + 1, x.dim());
@@ -191,6 +354,7 @@ Tensor<T> embedding(const Tensor<int64_t>& ids, const Tensor<T>& weight, std::op
              " out of range for ", rows, " embeddings");
     skip = *padding_idx < 0 ? *padding_idx + rows : *padding_idx;
   }
+  if (weight.device().is_cuda()) return detail::cuda_embedding(ids, weight, skip);
   Tensor<int64_t> idx = ids.contiguous();
   for (int64_t i = 0, n = idx.numel(); i < n; ++i)
     HG_CHECK(idx.data()[i] >= 0 && idx.data()[i] < rows, "embedding", "index ", idx.data()[i], " out of range for ",

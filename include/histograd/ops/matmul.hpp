@@ -2,18 +2,153 @@
 // bmm, and linear (x W^T + b with W [out, in] as nn.Linear, bias fused into the GEMM). Row- and
 // column-major operands (contiguous tensors and their .mT() views) go to Eigen without copies.
 // Backward: dA = g B^T, dB = A^T g, each summed over the batch dims its operand was broadcast on.
+// CUDA tensors (float32) go to cuBLASLt (cuda/gemm.hpp): transposed views by the transpose flags,
+// batch dims by one batch stride; exact fp32 unless cuda::set_allow_tf32(true).
 #pragma once
+#include <atomic>
+#include <type_traits>
 #include <vector>
 
 #include "../autograd/node.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/gemm.hpp"
+#include "../cuda/gemm.hpp"
 #include "reduce.hpp"
 #include "views.hpp"
 
 namespace histograd {
 
+namespace cuda {
+// torch.backends.cuda.matmul.allow_tf32: off by default, so CUDA products match the CPU's to
+// fp32 rounding (~1e-6); on, fp32 GEMMs round their operands to TF32 (~3e-4) for tensor-core speed.
+inline std::atomic<bool>& allow_tf32_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+inline void set_allow_tf32(bool on) { allow_tf32_flag().store(on); }
+inline bool allow_tf32() { return allow_tf32_flag().load(); }
+}  // namespace cuda
+
 namespace detail {
+
+// ---- the CUDA path ----
+// A [batch, rows, cols] view as cuBLASLt reads it: row-major with row stride ld, or the transpose
+// of a row-major [cols, rows] (a .mT() view); batch items one stride apart. Copies otherwise.
+template <class T>
+struct CudaGemmOperand {
+  Tensor<T> tensor;  // keeps the (possibly copied) data alive
+  bool transpose = false;
+  int64_t ld = 0;
+};
+template <class T>
+bool cuda_matrix_layout(const Tensor<T>& t, CudaGemmOperand<T>& op) {
+  const int64_t rows = t.size(1), cols = t.size(2), rs = t.stride(1), cs = t.stride(2);
+  if ((cols == 1 || cs == 1) && (rows == 1 || rs >= std::max<int64_t>(cols, 1))) {
+    op.transpose = false;
+    op.ld = rows == 1 ? std::max<int64_t>(cols, 1) : rs;
+    return true;
+  }
+  if ((rows == 1 || rs == 1) && (cols == 1 || cs >= std::max<int64_t>(rows, 1))) {
+    op.transpose = true;
+    op.ld = cols == 1 ? std::max<int64_t>(rows, 1) : cs;
+    return true;
+  }
+  return false;
+}
+template <class T>
+CudaGemmOperand<T> cuda_gemm_operand(const Tensor<T>& t) {
+  CudaGemmOperand<T> op;
+  op.tensor = t;
+  if (!cuda_matrix_layout(op.tensor, op)) {
+    op.tensor = t.contiguous();
+    cuda_matrix_layout(op.tensor, op);
+  }
+  return op;
+}
+
+// t [batch..., R, C] broadcast to out_batch, as a 3-D [batch, R, C] view with one batch stride
+// (a copy when its batch dims do not merge, e.g. a broadcast dim between real ones).
+template <class T>
+Tensor<T> as_batched(const Tensor<T>& t, const Shape& out_batch) {
+  const int64_t rows = t.size(-2), cols = t.size(-1), batch = numel_of(out_batch);
+  Shape full = out_batch;
+  full.insert(full.end(), {rows, cols});
+  Tensor<T> e = t.expand(full);
+  const Shape batch_strides(e.strides().begin(), e.strides().end() - 2);
+  std::optional<Shape> merged =
+      batch == 1 ? std::optional<Shape>(Shape{0}) : view_strides(out_batch, batch_strides, Shape{batch});
+  if (!merged) {
+    e = e.contiguous();
+    merged = Shape{rows * cols};
+  }
+  return make_view(e, {batch, rows, cols}, {(*merged)[0], e.stride(-2), e.stride(-1)}, e.storage_offset());
+}
+
+inline void check_cuda_float(bool is_float, const char* op, std::string_view dtype) {
+  HG_CHECK(is_float, op, "CUDA tensors are multiplied in float32 only, got ", dtype);
+}
+
+// out [batch, M, N] (contiguous) = a [batch, M, K] · b [batch, K, N] (+ bias[N] when defined and
+// batch == 1), on a's device.
+template <class T>
+void cuda_product_into([[maybe_unused]] const Tensor<T>& a, [[maybe_unused]] const Tensor<T>& b, Tensor<T>& out,
+                       [[maybe_unused]] const Tensor<T>& bias = Tensor<T>()) {
+  if (out.numel() == 0) return;
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+    cuda::set_device(a.device().index);
+    if (K == 0) {  // an empty sum: zeros (plus the bias rows, added by the caller)
+      cuda::fill_bytes(out.device_data(), 0, static_cast<size_t>(out.numel()) * sizeof(T));
+      return;
+    }
+    CudaGemmOperand<T> A = cuda_gemm_operand(a), B = cuda_gemm_operand(b);
+    cuda::GemmArgs args;
+    args.transpose_a = A.transpose, args.transpose_b = B.transpose;
+    args.m = M, args.n = N, args.k = K;
+    args.lda = A.ld, args.ldb = B.ld, args.ldc = N;
+    args.batch = batch, args.stride_a = A.tensor.stride(0), args.stride_b = B.tensor.stride(0), args.stride_c = M * N;
+    args.math = cuda::allow_tf32() ? cuda::GemmMath::TF32 : cuda::GemmMath::Exact;
+    const T* bias_ptr = nullptr;
+    Tensor<T> bias_c;
+    if (bias.defined()) {
+      bias_c = bias.detach().contiguous();
+      bias_ptr = bias_c.device_data();
+      args.epilogue = cuda::GemmEpilogue::Bias;
+    }
+    cuda::gemm<float>(args, A.tensor.device_data(), B.tensor.device_data(), out.device_data(), bias_ptr);
+    return;
+  }
+#endif
+  check_cuda_float(false, "matmul", dtype_name<T>());
+}
+
+// The CUDA twin of batched_product below: a [..., M, K] @ b [..., K, N] -> [batch..., M, N].
+template <class T>
+Tensor<T> cuda_batched_product(const Tensor<T>& a, const Tensor<T>& b) {
+  HG_CHECK(b.device() == a.device(), "matmul", "expected both operands on one device, got ", a.device().str(), " and ",
+           b.device().str());
+  check_cuda_float(std::is_same_v<T, float>, "matmul", dtype_name<T>());
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  const Shape a_batch(a.shape().begin(), a.shape().end() - 2), b_batch(b.shape().begin(), b.shape().end() - 2);
+  const Shape out_batch = broadcast_shapes(a_batch, b_batch, "matmul");
+  const int64_t batch = numel_of(out_batch);
+  Shape out_shape = out_batch;
+  out_shape.insert(out_shape.end(), {M, N});
+  Tensor<T> out(out_shape, a.device());
+  if (out.numel() == 0) return out;
+  if (batch > 1 && numel_of(b_batch) == 1) {  // one right matrix: a's batch folds into its rows
+    if (auto strides = view_strides(a.shape(), a.strides(), {batch * M, K})) {
+      Tensor<T> a_rows = make_view(a, {1, batch * M, K}, {0, (*strides)[0], (*strides)[1]}, a.storage_offset());
+      Tensor<T> out_rows = out.view({1, batch * M, N});
+      cuda_product_into(a_rows, as_batched(b.reshape({K, N}), Shape{}), out_rows);
+      return out;
+    }
+  }
+  Tensor<T> out3 = out.view({batch, M, N});
+  cuda_product_into(as_batched(a, out_batch), as_batched(b, out_batch), out3);
+  return out;
+}
 
 // t's last two dims as a GEMM operand; copies only when neither of their strides is 1.
 template <class T>
@@ -59,6 +194,7 @@ std::vector<int64_t> batch_offsets(const Tensor<T>& t, const Shape& out_batch) {
 // (callers pass detached tensors and have checked the shapes).
 template <class T>
 Tensor<T> batched_product(const Tensor<T>& a, const Tensor<T>& b) {
+  if (a.device().is_cuda() || b.device().is_cuda()) return cuda_batched_product(a, b);
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   const Shape a_batch(a.shape().begin(), a.shape().end() - 2), b_batch(b.shape().begin(), b.shape().end() - 2);
   Shape out_shape = broadcast_shapes(a_batch, b_batch, "matmul");
@@ -118,6 +254,46 @@ inline void check_batch_dims(const Shape& a, const Shape& b, const char* op) {
   }
 }
 
+// linear on CUDA: y_rows = x_rows W^T with the bias in cuBLASLt's epilogue; backward
+// dx = g W, dW = g^T x (a transposed view, no copy), db = Σ rows of g.
+template <class T>
+Tensor<T> cuda_linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias) {
+  HG_CHECK(weight.device() == x.device() && (!bias.defined() || bias.device() == x.device()), "linear",
+           "expected input, weight and bias on one device, got ", x.device().str(), ", ", weight.device().str(),
+           bias.defined() ? ", " + bias.device().str() : std::string());
+  check_cuda_float(std::is_same_v<T, float>, "linear", dtype_name<T>());
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  Tensor<T> x_rows = as_rows(x.detach(), in_features), w = weight.detach();
+  const int64_t rows = x_rows.size(0);
+  Tensor<T> y_rows({rows, out_features}, x.device());
+  Tensor<T> y3 = y_rows.view({1, rows, out_features});
+  cuda_product_into(x_rows.unsqueeze(0), w.mT().unsqueeze(0), y3, in_features > 0 ? bias : Tensor<T>());
+  if (in_features == 0 && bias.defined()) y_rows = add(y_rows, bias.detach());
+  Shape y_shape = x.shape();
+  y_shape.back() = out_features;
+  Tensor<T> y = y_rows.view(y_shape);
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record(y, "Linear", {x, weight, bias}, [x_rows, w, x_shape = x.shape()](const Tensor<T>& g,
+                                                                                     const NeedsGrad& need) {
+      const int64_t rows = x_rows.size(0), out_features = w.size(0), in_features = w.size(1);
+      Tensor<T> g_rows = as_rows(g, out_features).contiguous(), gx, gw, gb;
+      if (need[0]) {
+        gx = Tensor<T>({rows, in_features}, g.device());
+        Tensor<T> gx3 = gx.view({1, rows, in_features});
+        cuda_product_into(g_rows.unsqueeze(0), w.unsqueeze(0), gx3);
+        gx = gx.view(x_shape);
+      }
+      if (need[1]) {
+        gw = Tensor<T>({out_features, in_features}, g.device());
+        Tensor<T> gw3 = gw.view({1, out_features, in_features});
+        cuda_product_into(g_rows.mT().unsqueeze(0), x_rows.unsqueeze(0), gw3);
+      }
+      if (need[2]) gb = sum(g_rows, {0});
+      return std::vector<Tensor<T>>{gx, gw, gb};
+    });
+  return y;
+}
+
 }  // namespace detail
 
 // matmul: torch.matmul. 1-D x 1-D is a dot product; a 1-D left (right) operand acts as a row
@@ -157,6 +333,7 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
            " does not end in in_features = ", in_features, " of weight shape ", to_string(weight.shape()));
   HG_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out_features), "linear", "expected a bias of shape [",
            out_features, "], got ", bias.defined() ? to_string(bias.shape()) : "undefined");
+  if (x.device().is_cuda() || weight.device().is_cuda()) return detail::cuda_linear(x, weight, bias);
   Tensor<T> x_rows = detail::as_rows(x.detach(), in_features), w = weight.detach();
   const int64_t rows = x_rows.size(0);
   Tensor<T> y_rows({rows, out_features});

@@ -1,17 +1,57 @@
 // Normalisations: layer_norm over the last dim (nn.LayerNorm; kernels in cpu/layer_norm.hpp)
 // and normalize, x / max(||x||_p, eps) along one dim (F.normalize, used on CLIP embeddings and
-// the DINO head's bottleneck).
+// the DINO head's bottleneck). On CUDA: layer_norm runs cuda/layer_norm.hpp's kernels (float32),
+// normalize is composed of device elementwise and reduction ops (autograd gives its backward).
 #pragma once
 #include <cmath>
+#include <type_traits>
 
 #include "../autograd/node.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/elementwise.hpp"
 #include "../cpu/layer_norm.hpp"
+#include "../cuda/layer_norm.hpp"
 #include "elementwise.hpp"
 #include "reduce.hpp"
 
 namespace histograd {
+
+namespace detail {
+// layer_norm on a CUDA float tensor: mean and rstd saved in fp32 per row; absent affine
+// parameters are passed as null pointers (the kernels read them as ones and zeros).
+template <class T>
+Tensor<T> cuda_layer_norm(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, [[maybe_unused]] double eps,
+                          [[maybe_unused]] int64_t rows, [[maybe_unused]] int64_t cols) {
+  for (const Tensor<T>* param : {&weight, &bias})
+    HG_CHECK(!param->defined() || param->device() == x.device(), "layer_norm", "expected weight and bias on ",
+             x.device().str(), ", got one on ", param->device().str());
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    cuda::set_device(x.device().index);
+    Tensor<T> xc = x.detach().contiguous(), y(x.shape(), x.device());
+    Tensor<float> mean(Shape{rows}, x.device()), rstd(Shape{rows}, x.device());
+    Tensor<T> w = weight.defined() ? weight.detach().contiguous() : Tensor<T>();
+    Tensor<T> b = bias.defined() ? bias.detach().contiguous() : Tensor<T>();
+    auto ptr = [](const Tensor<T>& t) { return t.defined() ? t.device_data() : nullptr; };
+    cuda::layer_norm_forward<T>(xc.device_data(), ptr(w), ptr(b), y.device_data(), mean.device_data(),
+                                rstd.device_data(), rows, cols, eps);
+    if (autograd::needs_grad(x, weight, bias))
+      autograd::record(y, "LayerNorm", {x, weight, bias}, [xc, w, mean, rstd, rows, cols, ptr](const Tensor<T>& g,
+                                                                                            const NeedsGrad& need) {
+        Tensor<T> gc = g.contiguous(), dx, dw, db;
+        if (need[0]) dx = Tensor<T>(xc.shape(), xc.device());
+        if (need[1]) dw = Tensor<T>(Shape{cols}, xc.device());
+        if (need[2]) db = Tensor<T>(Shape{cols}, xc.device());
+        cuda::layer_norm_backward<T>(xc.device_data(), gc.device_data(), ptr(w), mean.device_data(),
+                                     rstd.device_data(), ptr(dx), ptr(dw), ptr(db), rows, cols);
+        return std::vector<Tensor<T>>{dx, dw, db};
+      });
+    return y;
+  }
+#endif
+  fail("layer_norm", "no CUDA kernel for ", dtype_name<T>(), " tensors on ", x.device().str(), " (float32 only)");
+}
+}  // namespace detail
 
 // layer_norm: y = (x - mean) * rstd * w + b over the last dim, rstd = 1/sqrt(biased var + eps);
 // weight and bias may be undefined (1 and 0). Saves mean and rstd per row.
@@ -25,6 +65,7 @@ Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight = Tensor<T>(), 
     HG_CHECK(!param->defined() || param->shape() == Shape{cols}, "layer_norm", "expected ", what, " of shape [", cols,
              "] (the input's last dim), got ", to_string(param->shape()));
   HG_CHECK(eps >= 0, "layer_norm", "expected eps >= 0, got ", eps);
+  if (x.device().is_cuda()) return detail::cuda_layer_norm(x, weight, bias, eps, rows, cols);
   // Absent affine parameters become ones and zeros, so the kernels have no per-element branch.
   Tensor<T> xc = x.detach().contiguous(), y(x.shape()), mean(Shape{rows}), rstd(Shape{rows});
   Tensor<T> w = weight.defined() ? weight.detach().contiguous() : ones<T>({cols});
@@ -52,6 +93,13 @@ Tensor<T> normalize(const Tensor<T>& x, double p = 2.0, int64_t dim = -1, double
   HG_CHECK(x.dim() >= 1, "normalize", "expected an input with at least 1 dim, got a scalar");
   HG_CHECK(p > 0 && std::isfinite(p), "normalize", "expected a finite p > 0, got ", p);
   const int64_t d = wrap_dim(dim, x.dim(), "normalize");
+  if (x.device().is_cuda()) {
+    // From device ops: max(||x||_p, eps) = (max(Σ|x|^p, eps^p))^(1/p). Clamping the sum, not the
+    // norm, gives the CPU's [n > eps] gradient mask without 0 · inf = NaN on an all-zero row.
+    const Tensor<T> powered = p == 2.0 ? square(x) : pow(abs(x), static_cast<T>(p));
+    const Tensor<T> clamped = clamp_min(sum(powered, {d}, true), static_cast<T>(std::pow(eps, p)));
+    return x / (p == 2.0 ? sqrt(clamped) : pow(clamped, static_cast<T>(1.0 / p)));
+  }
   const Tensor<T> xd = x.detach();
   const T pt = static_cast<T>(p), eps_t = static_cast<T>(eps);
   Tensor<T> norm = p == 2.0 ? sqrt(sum(square(xd), {d}, true))
