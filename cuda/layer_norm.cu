@@ -8,7 +8,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 #include "check.cuh"
 #include "histograd/core/error.hpp"
@@ -321,6 +323,231 @@ __global__ void __launch_bounds__(kReduceCols* kReduceSlices)
   }
 }
 
+// ---- Version 2: one warp per row (rows up to 32 * 16 vectors), no block barriers per row. ----
+// Run 1 on the H200 showed a per-row cost, not a streaming one: at 768 and 1024 columns (same
+// 12608 rows) the extra bytes cost about the copy rate, but each call paid ~10 us (forward) and
+// ~25-35 us (backward) more. Block-per-row kernels spend most of a row's life in __syncthreads
+// reductions with no loads in flight, and the backward's weight/bias reduction read ~800
+// partials per column with dependent loads. Here a warp keeps its row in registers, reduces
+// with shuffles, and (where registers allow) has the next row's loads in flight while it
+// finishes this one; lanes own the same columns for every row, so the backward's weight/bias
+// sums stay in registers until one fixed-order combine per block.
+constexpr int kWarpThreads = 256;  // 8 warps per block
+
+// Registers a lane needs (32-bit words): the row's packed vectors (x; x and dy in the backward),
+// again when prefetching, the backward's fp32 dw/db accumulators, and the rest.
+template <int VW, int NV> constexpr int forward_regs(bool prefetch) { return (prefetch ? 8 : 4) * NV + 32; }
+template <int VW, int NV> constexpr int backward_regs(bool prefetch) {  // the rest: 32 fp32, 48 16-bit (ptxas)
+  return (prefetch ? 16 : 8) * NV + 2 * NV * VW + (VW == 4 ? 32 : 48);
+}
+// 2 blocks (16 warps) per SM when 128 registers suffice, else 1.
+template <int VW, int NV> constexpr bool kForwardPrefetch = forward_regs<VW, NV>(true) <= 128;
+template <int VW, int NV> constexpr bool kBackwardPrefetch =
+    backward_regs<VW, NV>(true) <= 128 || (backward_regs<VW, NV>(false) > 128 && backward_regs<VW, NV>(true) <= 224);
+template <int VW, int NV> constexpr int kBackwardMinBlocks = backward_regs<VW, NV>(kBackwardPrefetch<VW, NV>) <= 128 ? 2 : 1;
+
+template <class T, int VW, int NV>
+__global__ void __launch_bounds__(kWarpThreads)
+    layer_norm_forward_warp_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
+                                   T* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out,
+                                   int64_t rows, int cols, float eps) {
+  using V = Vec<T, VW>;
+  constexpr bool kPrefetch = kForwardPrefetch<VW, NV>;
+  const int lane = threadIdx.x & 31, nvec = cols / VW;
+  const float inv_cols = 1.f / static_cast<float>(cols);
+  const int64_t stride = int64_t(gridDim.x) * (kWarpThreads / 32);
+  int64_t row = int64_t(blockIdx.x) * (kWarpThreads / 32) + (threadIdx.x >> 5);
+  V cur[NV], next[kPrefetch ? NV : 1];
+  auto load = [&](int64_t r, V* dst) {
+    const V* xr = reinterpret_cast<const V*>(x + r * cols);
+#pragma unroll
+    for (int i = 0; i < NV; ++i)
+      if (lane + 32 * i < nvec) dst[i] = xr[lane + 32 * i];
+  };
+  if (row < rows) load(row, cur);
+  for (; row < rows; row += stride) {
+    if constexpr (kPrefetch)
+      if (row + stride < rows) load(row + stride, next);
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < NV; ++i)
+      if (lane + 32 * i < nvec)
+#pragma unroll
+        for (int j = 0; j < VW; ++j) s += to_float(cur[i].v[j]);
+    const float mean = warp_sum(s) * inv_cols;
+    float q = 0.f;
+#pragma unroll
+    for (int i = 0; i < NV; ++i)
+      if (lane + 32 * i < nvec)
+#pragma unroll
+        for (int j = 0; j < VW; ++j) {
+          const float d = to_float(cur[i].v[j]) - mean;
+          q += d * d;
+        }
+    const float rstd = rsqrtf(warp_sum(q) * inv_cols + eps);
+    if (lane == 0) {
+      mean_out[row] = mean;
+      rstd_out[row] = rstd;
+    }
+    V* yr = reinterpret_cast<V*>(y + row * cols);
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int k = lane + 32 * i;
+      if (k < nvec) {
+        V wv, bv, out;
+        if (w) wv = reinterpret_cast<const V*>(w)[k];
+        if (b) bv = reinterpret_cast<const V*>(b)[k];
+#pragma unroll
+        for (int j = 0; j < VW; ++j) {
+          const float scale = w ? to_float(wv.v[j]) : 1.f, offset = b ? to_float(bv.v[j]) : 0.f;
+          out.v[j] = from_float<T>((to_float(cur[i].v[j]) - mean) * rstd * scale + offset);
+        }
+        yr[k] = out;
+      }
+    }
+    if constexpr (kPrefetch) {
+#pragma unroll
+      for (int i = 0; i < NV; ++i) cur[i] = next[i];
+    } else if (row + stride < rows) {
+      load(row + stride, cur);
+    }
+  }
+}
+
+// Block b owns rows [b * rows_per_block, +rows_per_block); its warp i takes every 8th of them
+// from the i-th. dx per row; with partial, lane-held Σ dy*xhat and Σ dy per column, combined
+// over the block's warps in warp order through shared memory (2*cols floats) and written to
+// partial[b] = {dw[cols], db[cols]}.
+template <class T, int VW, int NV>
+__global__ void __launch_bounds__(kWarpThreads, kBackwardMinBlocks<VW, NV>)
+    layer_norm_backward_warp_kernel(const T* __restrict__ x, const T* __restrict__ dy, const T* __restrict__ w,
+                                    const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
+                                    T* __restrict__ dx, float* __restrict__ partial, int64_t rows, int cols,
+                                    int64_t rows_per_block) {
+  using V = Vec<T, VW>;
+  constexpr bool kPrefetch = kBackwardPrefetch<VW, NV>;
+  constexpr int kWarps = kWarpThreads / 32;
+  extern __shared__ float4 combine_raw[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nvec = cols / VW;
+  const float inv_cols = 1.f / static_cast<float>(cols);
+  const int64_t first = int64_t(blockIdx.x) * rows_per_block, last = min(rows, first + rows_per_block);
+  float aw[NV][VW], ab[NV][VW];  // this lane's Σ dy*xhat and Σ dy for its columns
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+#pragma unroll
+    for (int j = 0; j < VW; ++j) aw[i][j] = ab[i][j] = 0.f;
+  V cx[NV], cg[NV], nx[kPrefetch ? NV : 1], ng[kPrefetch ? NV : 1];
+  auto load = [&](int64_t r, V* ax, V* ag) {
+    const V* xr = reinterpret_cast<const V*>(x + r * cols);
+    const V* gr = reinterpret_cast<const V*>(dy + r * cols);
+#pragma unroll
+    for (int i = 0; i < NV; ++i)
+      if (lane + 32 * i < nvec) {
+        ax[i] = xr[lane + 32 * i];
+        ag[i] = gr[lane + 32 * i];
+      }
+  };
+  int64_t row = first + warp;
+  if (row < last) load(row, cx, cg);
+  for (; row < last; row += kWarps) {
+    if constexpr (kPrefetch)
+      if (row + kWarps < last) load(row + kWarps, nx, ng);
+    const float mean = mean_in[row], rstd = rstd_in[row];
+    float s_dyw = 0.f, s_dyw_xhat = 0.f;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int k = lane + 32 * i;
+      if (k < nvec) {
+        V wv;
+        if (w) wv = reinterpret_cast<const V*>(w)[k];
+#pragma unroll
+        for (int j = 0; j < VW; ++j) {
+          const float xhat = (to_float(cx[i].v[j]) - mean) * rstd, gj = to_float(cg[i].v[j]);
+          const float dyw = dy_times_w(gj, w ? to_float(wv.v[j]) : 1.f);
+          s_dyw += dyw;
+          s_dyw_xhat += dyw * xhat;
+          aw[i][j] += gj * xhat;
+          ab[i][j] += gj;
+        }
+      }
+    }
+    if (dx) {  // uniform over the grid
+      const float mean_dyw = warp_sum(s_dyw) * inv_cols, mean_dyw_xhat = warp_sum(s_dyw_xhat) * inv_cols;
+      V* dxr = reinterpret_cast<V*>(dx + row * cols);
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int k = lane + 32 * i;
+        if (k < nvec) {
+          V wv, out;
+          if (w) wv = reinterpret_cast<const V*>(w)[k];
+#pragma unroll
+          for (int j = 0; j < VW; ++j) {
+            const float xhat = (to_float(cx[i].v[j]) - mean) * rstd;
+            const float dyw = dy_times_w(to_float(cg[i].v[j]), w ? to_float(wv.v[j]) : 1.f);
+            out.v[j] = from_float<T>(rstd * (dyw - mean_dyw - xhat * mean_dyw_xhat));
+          }
+          dxr[k] = out;
+        }
+      }
+    }
+    if constexpr (kPrefetch) {
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        cx[i] = nx[i];
+        cg[i] = ng[i];
+      }
+    } else if (row + kWarps < last) {
+      load(row + kWarps, cx, cg);
+    }
+  }
+  if (!partial) return;  // uniform over the grid
+  float* sum = reinterpret_cast<float*>(combine_raw);  // {dw[cols], db[cols]}
+  for (int owner = 0; owner < kWarps; ++owner) {       // fixed order: warp 0's sums, + warp 1's, ...
+    if (warp == owner)
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int k = lane + 32 * i;
+        if (k < nvec)
+#pragma unroll
+          for (int j = 0; j < VW; ++j) {
+            float* pw = sum + k * VW + j;
+            *pw = owner == 0 ? aw[i][j] : *pw + aw[i][j];
+            pw[cols] = owner == 0 ? ab[i][j] : pw[cols] + ab[i][j];
+          }
+      }
+    __syncthreads();
+  }
+  float* out = partial + 2 * int64_t(blockIdx.x) * cols;
+  for (int c = threadIdx.x; c < 2 * cols; c += kWarpThreads) out[c] = sum[c];
+}
+
+// dw (blockIdx.y 0) or db (1): Σ over the partials in a fixed order, 32 columns x 32 slices per
+// block, 4 independent accumulators per thread so ~4 loads are in flight, not one.
+template <class T>
+__global__ void __launch_bounds__(1024)
+    layer_norm_param_grad_v2_kernel(const float* __restrict__ partial, int64_t blocks, int cols, T* __restrict__ dw,
+                                    T* __restrict__ db) {
+  __shared__ float slice[32][33];
+  const int c = blockIdx.x * 32 + threadIdx.x, which = blockIdx.y;
+  T* out = which == 0 ? dw : db;
+  if (!out) return;  // uniform over the block
+  float a[4] = {0.f, 0.f, 0.f, 0.f};
+  if (c < cols) {
+    int64_t g = threadIdx.y;
+    for (; g + 96 < blocks; g += 128)
+#pragma unroll
+      for (int u = 0; u < 4; ++u) a[u] += partial[(2 * (g + 32 * u) + which) * cols + c];
+    for (; g < blocks; g += 32) a[0] += partial[(2 * g + which) * cols + c];
+  }
+  slice[threadIdx.y][threadIdx.x] = (a[0] + a[1]) + (a[2] + a[3]);
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    float total = 0.f;
+    for (int s = 0; s < 32; ++s) total += slice[s][threadIdx.x];
+    out[c] = from_float<T>(total);
+  }
+}
+
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 int sm_count() {
@@ -392,6 +619,73 @@ void backward_launch(const N* x, const N* dy, const N* w, const float* mean, con
   }
 }
 
+std::atomic<int> g_version{2};
+
+// Calls fn(std::integral_constant<int, NV>) with the smallest NV of the instantiated set that
+// holds nvec vectors in 32 lanes; false when none does.
+template <int... Ns, class F> bool with_nv(int64_t nvec, F&& fn) {
+  bool done = false;
+  ((!done && nvec <= 32 * Ns ? (fn(std::integral_constant<int, Ns>{}), done = true) : false), ...);
+  return done;
+}
+
+template <class N, int VW>
+bool forward_warp_launch(const N* x, const N* w, const N* b, N* y, float* mean, float* rstd, int64_t rows, int cols,
+                         float eps, cudaStream_t stream) {
+  return with_nv<1, 2, 3, 4, 6, 8, 12, 16>(cols / VW, [&](auto nv) {
+    constexpr int NV = decltype(nv)::value;
+    auto kernel = layer_norm_forward_warp_kernel<N, VW, NV>;
+    static const int per_sm = [&] {
+      int n = 0;
+      HG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarpThreads, 0));
+      return std::max(n, 1);
+    }();
+    // One wave of resident warps, each taking every stride-th row (a few rows each at ViT sizes,
+    // so the prefetch has a next row).
+    const int64_t blocks = std::min<int64_t>((rows + 7) / 8, int64_t(per_sm) * sm_count());
+    kernel<<<static_cast<unsigned>(blocks), kWarpThreads, 0, stream>>>(x, w, b, y, mean, rstd, rows, cols, eps);
+    HG_CUDA_CHECK_LAUNCH("layer_norm_forward_warp_kernel");
+  });
+}
+
+template <class N, int VW>
+bool backward_warp_launch(const N* x, const N* dy, const N* w, const float* mean, const float* rstd, N* dx, N* dw,
+                          N* db, int64_t rows, int cols, cudaStream_t stream) {
+  // 16-bit rows stop at 6 vectors per lane (1536 columns): at 8 the dw/db accumulators spill.
+  auto run = [&](auto nv) {
+    constexpr int NV = decltype(nv)::value;
+    const bool want_params = dw || db;
+    // Exactly the blocks that fit at once (launch bounds guarantee kBackwardMinBlocks per SM):
+    // one partial per block, ~264 on an H200, so the partials are ~3% of the traffic at 768 columns.
+    const int64_t blocks =
+        std::min<int64_t>((rows + 7) / 8, int64_t(kBackwardMinBlocks<VW, NV>) * sm_count());
+    const int64_t rows_per_block = (rows + blocks - 1) / blocks;
+    const size_t acc_bytes = 2 * size_t(cols) * sizeof(float);
+    const size_t partial_bytes = want_params ? size_t(blocks) * acc_bytes : 0;
+    float* partial = want_params ? static_cast<float*>(allocate(partial_bytes)) : nullptr;
+    try {
+      layer_norm_backward_warp_kernel<N, VW, NV>
+          <<<static_cast<unsigned>(blocks), kWarpThreads, want_params ? acc_bytes : 0, stream>>>(
+              x, dy, w, mean, rstd, dx, partial, rows, cols, rows_per_block);
+      HG_CUDA_CHECK_LAUNCH("layer_norm_backward_warp_kernel");
+      if (want_params) {
+        const dim3 grid(static_cast<unsigned>((cols + 31) / 32), 2);
+        layer_norm_param_grad_v2_kernel<N><<<grid, dim3(32, 32), 0, stream>>>(partial, blocks, cols, dw, db);
+        HG_CUDA_CHECK_LAUNCH("layer_norm_param_grad_v2_kernel");
+      }
+    } catch (...) {
+      if (partial) release(partial, partial_bytes);
+      throw;
+    }
+    if (partial) {
+      if (stream != static_cast<cudaStream_t>(current_stream())) HG_CUDA_CHECK(cudaStreamSynchronize(stream));
+      release(partial, partial_bytes);
+    }
+  };
+  if constexpr (VW == 4) return with_nv<1, 2, 3, 4, 6, 8>(cols / VW, run);
+  else return with_nv<1, 2, 3, 4, 6>(cols / VW, run);
+}
+
 void check_sizes(const char* op, int64_t rows, int64_t cols) {
   HG_CHECK(rows >= 0 && cols >= 0, op, "expected non-negative sizes, got rows ", rows, ", cols ", cols);
   HG_CHECK(cols <= (int64_t(1) << 30), op, "expected at most 2^30 columns, got ", cols);
@@ -410,7 +704,11 @@ void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, float*
   auto yn = reinterpret_cast<N*>(y);
   constexpr int VW = 16 / sizeof(T);
   const int c = static_cast<int>(cols);
-  if (c % VW == 0 && aligned16(x) && aligned16(weight) && aligned16(bias) && aligned16(y))
+  const bool vectors = c % VW == 0 && aligned16(x) && aligned16(weight) && aligned16(bias) && aligned16(y);
+  if (vectors && g_version.load() >= 2 &&
+      forward_warp_launch<N, VW>(xn, wn, bn, yn, mean, rstd, rows, c, static_cast<float>(eps), s))
+    return;
+  if (vectors)
     forward_launch<N, VW>(xn, wn, bn, yn, mean, rstd, rows, c, static_cast<float>(eps), s);
   else
     forward_launch<N, 1>(xn, wn, bn, yn, mean, rstd, rows, c, static_cast<float>(eps), s);
@@ -432,11 +730,20 @@ void layer_norm_backward(const T* x, const T* dy, const T* weight, const float* 
   auto dxn = reinterpret_cast<N*>(dx), dwn = reinterpret_cast<N*>(dweight), dbn = reinterpret_cast<N*>(dbias);
   constexpr int VW = 16 / sizeof(T);
   const int c = static_cast<int>(cols);
-  if (c % VW == 0 && aligned16(x) && aligned16(dy) && aligned16(weight) && aligned16(dx))
+  const bool vectors = c % VW == 0 && aligned16(x) && aligned16(dy) && aligned16(weight) && aligned16(dx);
+  if (vectors && g_version.load() >= 2 && backward_warp_launch<N, VW>(xn, dyn, wn, mean, rstd, dxn, dwn, dbn, rows, c, s))
+    return;
+  if (vectors)
     backward_launch<N, VW>(xn, dyn, wn, mean, rstd, dxn, dwn, dbn, rows, c, s);
   else
     backward_launch<N, 1>(xn, dyn, wn, mean, rstd, dxn, dwn, dbn, rows, c, s);
 }
+
+void set_layer_norm_kernel_version(int version) {
+  HG_CHECK(version == 1 || version == 2, "cuda::set_layer_norm_kernel_version", "expected 1 or 2, got ", version);
+  g_version.store(version);
+}
+int layer_norm_kernel_version() { return g_version.load(); }
 
 #define HG_LAYER_NORM_INSTANTIATE(T)                                                                               \
   template void layer_norm_forward<T>(const T*, const T*, const T*, T*, float*, float*, int64_t, int64_t, double, \

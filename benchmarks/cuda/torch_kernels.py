@@ -25,6 +25,30 @@ def time_ms(fn, reps=20):
     return statistics.median(times)
 
 
+def time_cold_ms(fn, reps=20):
+    """kernels_bench.cu's time_cold_ms: each call right after a 256 MiB memset (inputs out of L2,
+    the host's launch latency hidden behind the memset)."""
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for i in range(reps):
+        flush.fill_(i & 0xFF)
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+def report_both(name, fn, nbytes):
+    report(name, time_ms(fn), nbytes)
+    report(name + " cold", time_cold_ms(fn), nbytes)
+
+
 COPY_GBS = None
 
 
@@ -45,10 +69,9 @@ def bench_layer_norm(rows, cols, dtype):
     es, n = x.element_size(), rows * cols
     shape = f"{rows}x{cols} {tag(dtype)}"
     with torch.no_grad():
-        report("layer_norm fwd " + shape, time_ms(lambda: F.layer_norm(x, (cols,), w, b, 1e-6)), 2 * n * es)
+        report_both("layer_norm fwd " + shape, lambda: F.layer_norm(x, (cols,), w, b, 1e-6), 2 * n * es)
     y = F.layer_norm(x, (cols,), w, b, 1e-6)
-    report("layer_norm bwd " + shape,
-           time_ms(lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)), 3 * n * es)
+    report_both("layer_norm bwd " + shape, lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True), 3 * n * es)
 
 
 def bench_hard_ce(rows, classes, dtype):
@@ -57,9 +80,9 @@ def bench_hard_ce(rows, classes, dtype):
     es, n = x.element_size(), rows * classes
     shape = f"{rows}x{classes} {tag(dtype)}"
     with torch.no_grad():
-        report("cross_entropy fwd " + shape, time_ms(lambda: F.cross_entropy(x, labels)), n * es)
+        report_both("cross_entropy fwd " + shape, lambda: F.cross_entropy(x, labels), n * es)
     loss = F.cross_entropy(x, labels)
-    report("cross_entropy bwd " + shape, time_ms(lambda: torch.autograd.grad(loss, x, retain_graph=True)), 2 * n * es)
+    report_both("cross_entropy bwd " + shape, lambda: torch.autograd.grad(loss, x, retain_graph=True), 2 * n * es)
 
 
 def dino_loss(student, teacher, center, ts=0.1, tt=0.04):
@@ -75,10 +98,9 @@ def bench_dino_ce(rows, classes, dtype):
     es, n = s.element_size(), rows * classes
     shape = f"{rows}x{classes} {tag(dtype)}"
     with torch.no_grad():
-        report("dino_cross_entropy fwd " + shape, time_ms(lambda: dino_loss(s, t, c)), 2 * n * es)
+        report_both("dino_cross_entropy fwd " + shape, lambda: dino_loss(s, t, c), 2 * n * es)
     loss = dino_loss(s, t, c).mean()
-    report("dino_cross_entropy bwd " + shape,
-           time_ms(lambda: torch.autograd.grad(loss, s, retain_graph=True)), 3 * n * es)
+    report_both("dino_cross_entropy bwd " + shape, lambda: torch.autograd.grad(loss, s, retain_graph=True), 3 * n * es)
 
 
 def vit_b_sizes():

@@ -2,10 +2,12 @@
 // cross-entropy with ignore_index (loss, logsumexp, dlogits with per-row and broadcast upstream
 // gradients) and DINO's tempered soft-target loss (loss, both logsumexps, dstudent), at class
 // counts that exercise the vectorised, scalar and unrolled loops (10 … 65537). Outputs are
-// poisoned (NaN) before every run; NaN never passes.
+// poisoned (NaN) before every run; NaN never passes. Both kernel versions (set_cross_entropy_kernel_version)
+// run every case on their own fresh inputs; the DINO forward is rerun for a bit-identical result.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "cuda/cuda_test_util.hpp"
@@ -108,10 +110,38 @@ void check_distill(int64_t rows, int64_t classes, bool with_center, int64_t offs
                                                 d_dloss.ptr, 1, 0.5f, d_grad.ptr + offset, rows, classes, ts, tt);
   std::vector<T> grad = d_grad.download();
   CHECK(hg::test::relative_error(dstudent, std::vector<T>(grad.begin() + offset, grad.end())) <= tolerance<T>());
+  // Run again on poisoned outputs: bit-identical (fixed merge order, no atomics).
+  const std::vector<float> loss_first = d_loss.download(), ls_first = d_ls.download();
+  d_loss.poison();
+  d_ls.poison();
+  d_lt.poison();
+  hg::cuda::distillation_cross_entropy_forward(d_s.ptr + offset, d_t.ptr + offset, cp, d_loss.ptr, d_ls.ptr, d_lt.ptr,
+                                               rows, classes, ts, tt);
+  const std::vector<float> loss_again = d_loss.download(), ls_again = d_ls.download();
+  CHECK(std::memcmp(loss_first.data(), loss_again.data(), loss_first.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(ls_first.data(), ls_again.data(), ls_first.size() * sizeof(float)) == 0);
 }
 
+// Sets the kernel generation for a scope (both are kept: 2 is the default, 1 the kernels of run 1).
+struct KernelVersion {
+  int saved = hg::cuda::cross_entropy_kernel_version();
+  explicit KernelVersion(int v) { hg::cuda::set_cross_entropy_kernel_version(v); }
+  ~KernelVersion() { hg::cuda::set_cross_entropy_kernel_version(saved); }
+};
+
+template <class T> void check_all_versions(uint64_t seed);
+
 template <class T> void check_all() {
-  uint64_t seed = 500;
+  for (int version : {2, 1}) {
+    INFO("kernel version ", version);
+    KernelVersion v(version);
+    check_all_versions<T>(uint64_t(500 + 1000 * version));  // fresh inputs per version
+  }
+}
+
+template <class T> void check_all_versions(uint64_t seed) {
+  check_distill<T>(128, 65536, true, 0, seed += 10);  // the benchmark's DINO shape: rows split over blocks
+  check_distill<T>(2, 300000, true, 0, seed += 10);   // many slices per row
   for (int64_t classes : {10, 1000, 65536, 65537}) {
     check_hard<T>(7, classes, false, seed += 10);
     check_distill<T>(4, classes, true, 0, seed += 10);
@@ -152,6 +182,8 @@ TEST_CASE("cuda cross_entropy: -inf logits, all-ignored batches and bad labels")
   CHECK(std::abs(got[0] - float(std::log(std::exp(1.0) + std::exp(2.0)) - 1.0)) < 1e-6);
   CHECK(got[1] == 0.0f);
   CHECK(std::isnan(got[2]));
+  CHECK_THROWS_WITH_AS(hg::cuda::set_cross_entropy_kernel_version(3),
+                       doctest::Contains("cuda::set_cross_entropy_kernel_version: expected 1 or 2"), hg::Error);
   CHECK_THROWS_WITH_AS(hg::cuda::distillation_cross_entropy_forward<float>(d_logits.ptr, d_logits.ptr, nullptr, loss.ptr,
                                                                            lse.ptr, lse.ptr, 3, 4, 0.0f, 0.04f),
                        doctest::Contains("expected positive temperatures"), hg::Error);

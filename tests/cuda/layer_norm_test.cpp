@@ -1,7 +1,8 @@
 // cuda/layer_norm.cu against a float64 reference written here from the definition (biased
 // variance; dx = rstd (dy w - mean(dy w) - xhat mean(dy w xhat)); dw = Σ dy xhat, db = Σ dy), on
 // fresh random rows: every row length path (in registers, re-read, vectorised, scalar, misaligned).
-// Outputs are poisoned (NaN) before every run, so unwritten elements fail; NaN never passes.
+// Outputs are poisoned (NaN) before every run, so unwritten elements fail; NaN never passes. Both kernel
+// versions (set_layer_norm_kernel_version) run every shape on their own fresh inputs.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -76,7 +77,7 @@ Reference reference(const std::vector<double>& x, const std::vector<double>& w, 
 template <class T>
 void check_layer_norm(int64_t rows, int64_t cols, bool affine, int64_t offset, double shift, uint64_t seed) {
   INFO("rows ", rows, " cols ", cols, " affine ", affine, " offset ", offset, " dtype ", hg::dtype_name<T>());
-  const std::string where = "rows " + std::to_string(rows) + " cols " + std::to_string(cols) + " affine " +
+  const std::string where = "version " + std::to_string(hg::cuda::layer_norm_kernel_version()) + " rows " + std::to_string(rows) + " cols " + std::to_string(cols) + " affine " +
                             std::to_string(affine) + " offset " + std::to_string(offset) + " dtype " +
                             std::string(hg::dtype_name<T>());
   const size_t n = size_t(rows * cols), c = size_t(cols);
@@ -134,8 +135,30 @@ void check_layer_norm(int64_t rows, int64_t cols, bool affine, int64_t offset, d
   check_error("dx", hg::test::relative_error(ref.dx, tail(dx)), tolerance<T>(), where);
 }
 
+// Sets the kernel generation for a scope (both are kept: 2 is the default, 1 the kernels of run 1).
+struct KernelVersion {
+  int saved = hg::cuda::layer_norm_kernel_version();
+  explicit KernelVersion(int v) { hg::cuda::set_layer_norm_kernel_version(v); }
+  ~KernelVersion() { hg::cuda::set_layer_norm_kernel_version(saved); }
+};
+
+template <class T> void check_version_shapes(uint64_t seed);
+
 template <class T> void check_all_shapes() {
-  uint64_t seed = 100;
+  for (int version : {2, 1}) {
+    INFO("kernel version ", version);
+    KernelVersion v(version);
+    check_version_shapes<T>(uint64_t(100 + 1000 * version));  // fresh inputs per version
+  }
+}
+
+template <class T> void check_version_shapes(uint64_t seed) {
+  // Version 2 (warp per row): every vectors-per-lane count, several rows per warp (prefetch), and
+  // rows that fall back (fp32 over 1024 / 16-bit over 1536 columns backward, 8192 forward).
+  for (int64_t cols : {8, 64, 128, 256, 512, 1536, 2048, 4096, 8192}) check_layer_norm<T>(41, cols, true, 0, 0.0, seed += 10);
+  check_layer_norm<T>(4000, 768, true, 0, 0.0, seed += 10);
+  check_layer_norm<T>(3001, 1024, true, 0, 3.0, seed += 10);
+  check_layer_norm<T>(2500, 384, false, 0, 0.0, seed += 10);
   // cols 1: dx is exactly 0, so relative_error measures it absolutely (the case run 1 failed on).
   for (int64_t cols : {1, 7, 384, 768, 1000, 1024, 4099}) check_layer_norm<T>(37, cols, true, 0, 0.0, seed += 10);
   check_layer_norm<T>(3, 40001, true, 0, 4.0, seed += 10);   // re-read path, scalar
@@ -165,6 +188,8 @@ TEST_CASE("cuda layer_norm: forward and backward against a float64 reference, fl
 
 TEST_CASE("cuda layer_norm: zero rows leave the outputs alone and zero the parameter gradients") {
   HG_REQUIRE_GPU();
+  CHECK_THROWS_WITH_AS(hg::cuda::set_layer_norm_kernel_version(0),
+                       doctest::Contains("cuda::set_layer_norm_kernel_version: expected 1 or 2"), hg::Error);
   DeviceBuffer<float> x(4), y(4), mean(1), rstd(1), dw(4), db(4);
   hg::cuda::layer_norm_forward<float>(x.ptr, nullptr, nullptr, y.ptr, mean.ptr, rstd.ptr, 0, 4, 1e-5);
   hg::cuda::layer_norm_backward<float>(x.ptr, x.ptr, nullptr, mean.ptr, rstd.ptr, nullptr, dw.ptr, db.ptr, 0, 4);

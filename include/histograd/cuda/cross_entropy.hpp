@@ -45,4 +45,11 @@ void distillation_cross_entropy_backward(const T* student, const T* teacher, con
                                          int64_t rows, int64_t classes, float student_temp, float teacher_temp,
                                          void* stream = nullptr);
 
+// Which kernels the launchers use (process-wide): 2, the default, splits a DINO row over several
+// blocks when the rows alone cannot fill the GPU (merged in a fixed order by a second tiny kernel),
+// issues a whole thread's loads first in the DINO backward, and keeps 8 loads in flight in the
+// 16-bit hard-label forward; 1 runs the kernels of GPU run 1, kept so tests and benchmarks compare.
+void set_cross_entropy_kernel_version(int version);
+int cross_entropy_kernel_version();
+
 }  // namespace histograd::cuda

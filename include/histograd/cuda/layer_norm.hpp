@@ -24,4 +24,11 @@ template <class T>
 void layer_norm_backward(const T* x, const T* dy, const T* weight, const float* mean, const float* rstd, T* dx,
                          T* dweight, T* dbias, int64_t rows, int64_t cols, void* stream = nullptr);
 
+// Which kernels the launchers use (process-wide): 2, the default, takes one warp per row for
+// 16-byte-aligned rows of up to 512 vectors forward (2048 fp32 / 4096 16-bit columns) and 256
+// (fp32) or 192 (16-bit) backward, i.e. 1024 / 1536 columns; other rows, and everything under 1, go to the block-per-row kernels of GPU run 1,
+// kept so tests and benchmarks can compare the two.
+void set_layer_norm_kernel_version(int version);
+int layer_norm_kernel_version();
+
 }  // namespace histograd::cuda
