@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+// tensor.hpp before anything that reaches ops/device.hpp (extract.hpp -> data/transforms.hpp ->
+// core/factories.hpp): factories.hpp includes ops/device.hpp before tensor.hpp, and tensor.hpp's
+// tail then parses ops/views.hpp before device.hpp has declared detail::is_cuda.
+#include "../core/tensor.hpp"
 #include "../core/error.hpp"
 #include "../data/dataset.hpp"
 #include "../io/image.hpp"
