@@ -1,0 +1,150 @@
+// One training step of a small ViT with a linear head and cross-entropy, on the CPU in float64 and
+// on the GPU in float32 from the same weights: the loss, every parameter's gradient and every
+// AdamW-updated parameter compared. Variants: plain (DINO layout), LayerScale at a 40-px input
+// (pos_embed resampled by DINO's bicubic +0.1 offset), and registers at a 40-px input (timm's
+// antialiased bicubic). The GPU step runs: conv2d (cuDNN, or the patch GEMM), cat/expand, add,
+// layer_norm, linear (qkv, proj, fc1, fc2, head; bias epilogue), reshape/permute/select views and
+// device copies, scaled_dot_product_attention, gelu, mul (LayerScale), interpolate_bicubic,
+// cross_entropy; and last_self_attention (matmul + softmax) forward.
+// Bound: 1e-4 relative per tensor. float32 against float64 with different summation orders (GEMM
+// blocking, warp reductions, atomics-free but reordered row sums) gives ~1e-6 per op; through two
+// blocks and the backward it grows to ~1e-5; AdamW's first step, m/sqrt(v) = g/|g| (+eps), passes
+// gradient errors through unamplified except for gradients near eps = 1e-8 (none here).
+// optim::AdamW has no CUDA path yet (its loop reads host memory), so the GPU update is the same
+// formula written with device elementwise ops below. Skipped without a GPU.
+#include <map>
+#include <string>
+
+#include "cuda/cuda_test_util.hpp"
+#include "histograd/histograd.hpp"
+
+namespace hg = histograd;
+using hg::Tensor;
+using hg::test::relative_error;
+
+namespace {
+
+constexpr double kLr = 1e-3, kWeightDecay = 0.05, kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
+
+// nn::Module has no .to(Device): each parameter and buffer is replaced by a copy on `device`
+// (load_state_dict with assign = true keeps requires_grad).
+template <class T>
+void move_to(hg::nn::Module<T>& module, hg::Device device) {
+  hg::nn::StateDict<T> state = module.state_dict();
+  for (auto& [name, tensor] : state) tensor = tensor.to(device);
+  module.load_state_dict(state, true, true);
+}
+
+template <class From, class To>
+void copy_weights(hg::nn::Module<From>& from, hg::nn::Module<To>& to) {
+  hg::nn::StateDict<To> state;
+  for (auto& [name, tensor] : from.state_dict()) state[name] = tensor.template to<To>();
+  to.load_state_dict(state);
+}
+
+// AdamW's first step from zero state, as optim::AdamW::step computes it (t = 1):
+// p (1 - lr wd) - lr/(1-β1) · m / (sqrt(v)/sqrt(1-β2) + eps), m = (1-β1) g, v = (1-β2) g².
+Tensor<float> adamw_first_step(const Tensor<float>& p) {
+  hg::NoGradGuard no_grad;
+  const Tensor<float> g = p.grad();
+  const Tensor<float> m = g * static_cast<float>(1 - kBeta1);
+  const Tensor<float> v = hg::square(g) * static_cast<float>(1 - kBeta2);
+  const Tensor<float> denominator = hg::sqrt(v) / static_cast<float>(std::sqrt(1 - kBeta2)) + static_cast<float>(kEps);
+  return p.detach() * static_cast<float>(1 - kLr * kWeightDecay) -
+         (m / denominator) * static_cast<float>(kLr / (1 - kBeta1));
+}
+
+hg::models::ViTConfig small_vit() {
+  hg::models::ViTConfig c;
+  c.name = "vit_step_test";
+  c.image_size = 32, c.patch_size = 8, c.embed_dim = 64, c.depth = 2, c.num_heads = 2, c.mlp_hidden = 128;
+  return c;
+}
+
+void run_step(const hg::models::ViTConfig& config, int64_t image_size, uint64_t seed) {
+  const int64_t batch = 3, classes = 5;
+  // Weights: float32 initialisation, copied exactly to the float64 CPU model and to the GPU.
+  hg::models::VisionTransformer<float> gpu_model(config, seed);
+  hg::Generator gen(seed + 1);
+  hg::nn::Linear<float> gpu_head(config.embed_dim, classes, true, gen);
+  hg::models::VisionTransformer<double> cpu_model(config, seed);
+  hg::Generator gen_d(seed + 1);
+  hg::nn::Linear<double> cpu_head(config.embed_dim, classes, true, gen_d);
+  copy_weights(gpu_model, cpu_model);
+  copy_weights(gpu_head, cpu_head);
+  move_to(gpu_model, hg::Device::cuda());
+  move_to(gpu_head, hg::Device::cuda());
+  for (auto& [name, p] : gpu_model.named_parameters()) {
+    CAPTURE(name);
+    CHECK(p.device().is_cuda());
+    CHECK(p.requires_grad());
+  }
+
+  const Tensor<double> images = random_input({batch, 3, image_size, image_size}, seed + 2);
+  const Tensor<int64_t> labels = hg::from_vector<int64_t>({4, 0, 2}, {batch});
+  Tensor<double> cpu_loss = hg::cross_entropy(cpu_head.forward(cpu_model.forward(images)), labels);
+  Tensor<float> gpu_loss =
+      hg::cross_entropy(gpu_head.forward(gpu_model.forward(images.to<float>().cuda())), labels.cuda());
+  REQUIRE(gpu_loss.device().is_cuda());
+  CHECK(relative_error(cpu_loss.to_vector(), gpu_loss.cpu().to_vector()) <= 1e-4);
+  cpu_loss.backward();
+  gpu_loss.backward();
+
+  // Gradients and updated parameters, name by name (model and head).
+  std::vector<Tensor<double>> cpu_params;
+  for (hg::nn::Module<double>* params : {static_cast<hg::nn::Module<double>*>(&cpu_model),
+                                         static_cast<hg::nn::Module<double>*>(&cpu_head)})
+    for (auto& [name, p] : params->named_parameters()) cpu_params.push_back(p);
+  hg::optim::AdamW<double> optimizer(cpu_params, kLr, kBeta1, kBeta2, kEps, kWeightDecay);
+  std::map<std::string, Tensor<double>> cpu_grads;
+  for (auto& [name, p] : cpu_model.named_parameters()) cpu_grads[name] = p.grad().clone();
+  for (auto& [name, p] : cpu_head.named_parameters()) cpu_grads["head." + name] = p.grad().clone();
+  optimizer.step();
+  std::map<std::string, Tensor<double>> cpu_updated;
+  for (auto& [name, p] : cpu_model.named_parameters()) cpu_updated[name] = p;
+  for (auto& [name, p] : cpu_head.named_parameters()) cpu_updated["head." + name] = p;
+
+  std::map<std::string, Tensor<float>> gpu_params;
+  for (auto& [name, p] : gpu_model.named_parameters()) gpu_params[name] = p;
+  for (auto& [name, p] : gpu_head.named_parameters()) gpu_params["head." + name] = p;
+  REQUIRE(gpu_params.size() == cpu_grads.size());
+  for (auto& [name, p] : gpu_params) {
+    CAPTURE(name);
+    REQUIRE(cpu_grads.count(name) == 1);
+    REQUIRE(p.grad().defined());
+    CHECK(p.grad().device().is_cuda());
+    CHECK(relative_error(cpu_grads[name].to_vector(), p.grad().cpu().to_vector()) <= 1e-4);
+    const Tensor<float> updated = adamw_first_step(p);
+    CHECK(updated.device().is_cuda());
+    CHECK(relative_error(cpu_updated[name].to_vector(), updated.cpu().to_vector()) <= 1e-4);
+  }
+
+  // DINO's attention heat maps: the matmul + softmax composition of the last block.
+  hg::NoGradGuard no_grad;
+  const Tensor<double> cpu_attention = cpu_model.last_self_attention(images);
+  const Tensor<float> gpu_attention = gpu_model.last_self_attention(images.to<float>().cuda());
+  CHECK(relative_error(cpu_attention.to_vector(), gpu_attention.cpu().to_vector()) <= 1e-4);
+}
+
+}  // namespace
+
+TEST_CASE("cuda ViT step: plain ViT (CLS + patches), 32 px") {
+  HG_REQUIRE_GPU();
+  run_step(small_vit(), 32, 11);
+}
+
+TEST_CASE("cuda ViT step: LayerScale, 40 px input (pos_embed resampled with DINO's +0.1 offset)") {
+  HG_REQUIRE_GPU();
+  hg::models::ViTConfig c = small_vit();
+  c.layer_scale_init = 0.1;
+  c.pos_resample = hg::models::PosResample::DinoOffset;
+  run_step(c, 40, 21);
+}
+
+TEST_CASE("cuda ViT step: 4 registers (timm layout, antialiased pos_embed resampling), 40 px input") {
+  HG_REQUIRE_GPU();
+  hg::models::ViTConfig c = small_vit();
+  c.num_register_tokens = 4;
+  c.layout = hg::models::TokenLayout::ClsRegPatchesPosAll;
+  run_step(c, 40, 31);
+}
