@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "../cpu/parallel.hpp"
-#include "../ops/device.hpp"
 #include "random.hpp"
-#include "tensor.hpp"
+#include "tensor.hpp"  // before ops/device.hpp: tensor.hpp's tail pulls in ops/views.hpp, which needs device.hpp's helpers declared after Tensor
+#include "../ops/device.hpp"
 
 namespace histograd {
 
