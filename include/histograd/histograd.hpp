@@ -55,6 +55,7 @@
 #include "ssl/mae.hpp"
 #include "ssl/evaluation.hpp"
 #include "ssl/trainer.hpp"
+#include "ssl/dinov2_trainer.hpp"
 
 // The CUDA backend's launchers (raw device pointers) for programs that call kernels directly;
 // the ops above dispatch to them on their own. Linking histograd::cuda defines HISTOGRAD_WITH_CUDA.
