@@ -116,10 +116,12 @@ int dino_child(int steps) {
       hg::NoGradGuard no_grad;
       teacher_output = dino.teacher.forward(globals);
     }
+    timer.mark("teacher");
     hg::Tensor<float> student_output = dino.student.forward(crops);
+    timer.mark("student");
     hg::Tensor<float> loss = dino.loss.forward(student_output, teacher_output, epoch);
     value = double(loss.item());
-    timer.mark("forward");
+    timer.mark("loss");
     optimizer.zero_grad();
     loss.backward();
     timer.mark("backward");
@@ -192,15 +194,24 @@ void compare(const std::string& kind, const std::string& title, int steps, int t
   row("images/s (16 per step)", rate(get(ours, kind + "_seconds")), rate(get(torch, kind + "_seconds")), "im/s", 3);
   row("step", get(ours, kind + "_seconds"), get(torch, kind + "_seconds"), "s", 3);
   row("  CPU time, all threads", get(ours, kind + "_cpu_seconds"), get(torch, kind + "_cpu_seconds"), "s", 3);
-  for (const std::string phase : {"forward", "backward", "optimizer"})
-    row("  " + phase, get(ours, kind + "_" + phase + "_seconds"), get(torch, kind + "_" + phase + "_seconds"), "s", 3);
+  // DINO's forward is timed in three parts: teacher (no grad), student (all crops), loss.
+  const auto seconds = [&](const std::map<std::string, double>& m, const std::string& phase) {
+    if (phase != "forward" || m.count(kind + "_forward_seconds")) return get(m, kind + "_" + phase + "_seconds");
+    return get(m, kind + "_teacher_seconds") + get(m, kind + "_student_seconds") + get(m, kind + "_loss_seconds");
+  };
+  for (const std::string phase : {"forward", "teacher", "student", "loss", "backward", "optimizer"}) {
+    if (!ours.count(kind + "_" + phase + "_seconds") && phase != "forward") continue;
+    const bool part = phase == "teacher" || phase == "student" || phase == "loss";
+    row((part ? "    " : "  ") + phase, seconds(ours, phase), seconds(torch, phase), "s", 3);
+  }
   row("peak RSS", get(ours, kind + "_peak_rss_mib"), get(torch, kind + "_peak_rss_mib"), "MiB", 0);
   // Where the peak is reached: after building the model and optimizer, then after each phase of
   // the first step (the optimizer's moments appear there on the PyTorch side).
   row("  peak after setup", get(ours, kind + "_peak_setup_mib"), get(torch, kind + "_peak_setup_mib"), "MiB", 0);
-  for (const std::string phase : {"forward", "backward", "optimizer"})
-    row("  peak after " + phase, get(ours, kind + "_peak_after_" + phase + "_mib"),
-        get(torch, kind + "_peak_after_" + phase + "_mib"), "MiB", 0);
+  for (const std::string phase : {"teacher", "student", "loss", "forward", "backward", "optimizer"})
+    if (ours.count(kind + "_peak_after_" + phase + "_mib"))
+      row("  peak after " + phase, get(ours, kind + "_peak_after_" + phase + "_mib"),
+          get(torch, kind + "_peak_after_" + phase + "_mib"), "MiB", 0);
   row("loss (random data)", get(ours, kind + "_loss"), get(torch, kind + "_loss"), "", 4);
   std::fflush(stdout);
 }

@@ -5,7 +5,8 @@ the reference repositories' own code, timed per phase.
   python3 ssl_reference.py mae  STEPS THREADS [--mae-repo DIR]
 
 Prints "key value" lines: <kind>_seconds (median step), <kind>_forward_seconds,
-<kind>_backward_seconds, <kind>_optimizer_seconds (the medians of each phase over the same
+<kind>_backward_seconds, <kind>_optimizer_seconds (DINO: _teacher_, _student_, _loss_seconds
+in place of _forward_; the medians of each phase over the same
 steps), <kind>_loss (of the last step), <kind>_peak_rss_mib (getrusage of this process, which
 runs one kind only), torch_threads. One warm-up step, then STEPS timed steps.
 
@@ -132,10 +133,12 @@ def dino(steps, repo):
                 group["weight_decay"] = wd
         with torch.no_grad():  # the teacher requires no grad: the same as the reference's graph-free forward
             teacher_output = teacher(images[:2])
+        timer.mark("teacher")
         student_output = student(images)
+        timer.mark("student")
         loss = dino_loss(student_output, teacher_output, epoch)
         value = loss.item()
-        timer.mark("forward")
+        timer.mark("loss")
         optimizer.zero_grad()
         loss.backward()
         timer.mark("backward")
