@@ -6,6 +6,7 @@
 // batch dims by one batch stride; exact fp32 unless cuda::set_allow_tf32(true).
 #pragma once
 #include <atomic>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -55,12 +56,18 @@ bool cuda_matrix_layout(const Tensor<T>& t, CudaGemmOperand<T>& op) {
   }
   return false;
 }
+// cuBLASLt's heuristic assumes 16-byte aligned operands unless told otherwise (cuda::gemm does not
+// say), so a view starting mid-vector is copied to a fresh (aligned) block.
+template <class T>
+bool aligned16(const Tensor<T>& t) {
+  return reinterpret_cast<std::uintptr_t>(t.device_data()) % 16 == 0;
+}
 template <class T>
 CudaGemmOperand<T> cuda_gemm_operand(const Tensor<T>& t) {
   CudaGemmOperand<T> op;
   op.tensor = t;
-  if (!cuda_matrix_layout(op.tensor, op)) {
-    op.tensor = t.contiguous();
+  if (!cuda_matrix_layout(op.tensor, op) || !aligned16(op.tensor)) {
+    op.tensor = t.clone();
     cuda_matrix_layout(op.tensor, op);
   }
   return op;
@@ -113,6 +120,7 @@ void cuda_product_into([[maybe_unused]] const Tensor<T>& a, [[maybe_unused]] con
     Tensor<T> bias_c;
     if (bias.defined()) {
       bias_c = bias.detach().contiguous();
+      if (!aligned16(bias_c)) bias_c = bias_c.clone();
       bias_ptr = bias_c.device_data();
       args.epilogue = cuda::GemmEpilogue::Bias;
     }
