@@ -11,6 +11,15 @@
 #include "../cpu/elementwise.hpp"
 #include "device.hpp"
 
+// device.hpp includes core/tensor.hpp, whose tail includes this file: when device.hpp is the
+// first header a program includes, its helpers are not declared yet at this point, so the three
+// used below are declared here (defined in device.hpp).
+namespace histograd::detail {
+template <class T> bool is_cuda(const Tensor<T>& t);
+template <class From, class To> void cuda_convert_into(Tensor<To>& out, const Tensor<From>& in, const char* name);
+template <class T> void cuda_fill(Tensor<T>& out, T value);
+}  // namespace histograd::detail
+
 namespace histograd {
 
 template <class T> Tensor<T> sum_to(const Tensor<T>& x, const Shape& shape);  // ops/reduce.hpp
