@@ -5,8 +5,10 @@
 //    mma.sync m16n8k16 tensor cores (bf16/fp16 in, fp32 accumulate), cp.async double buffering.
 //    The score tile's accumulator layout equals the A-operand layout of the next mma, so P and
 //    dS go from registers straight into the following product (no shared-memory round trip).
-//  - *_hopper (attention_hopper.cuh): the sm_90a forward on warpgroup MMAs (wgmma), chosen by
-//    AttentionKernel::flash where the device is sm_90 and the library holds sm_90a code.
+//  - *_hopper (attention_hopper.cuh, attention_hopper_bwd.cuh): the sm_90a forward and backward
+//    on warpgroup MMAs (wgmma), chosen by AttentionKernel::flash where the device is sm_90 and the
+//    library holds sm_90a code (HISTOGRAD_ATTENTION_BWD=v1 in the environment keeps the backward
+//    on flash_v1's kernel, a bypass should the Hopper one misbehave).
 //  - dilated_gather/scatter: LongNet's index mapping (MODELS.md §14.2).
 // Fragment layouts are PTX ISA §9.7.14.5.8 (m16n8k16) and §9.7.14.5.15 (ldmatrix).
 #include <cuda_bf16.h>
@@ -15,6 +17,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "check.cuh"
@@ -684,6 +687,7 @@ __global__ void __launch_bounds__(kFlashThreads)
 }
 
 #include "attention_hopper.cuh"
+#include "attention_hopper_bwd.cuh"
 
 template <class T>
 __global__ void convert_from_float(const float* src, T* dst, int64_t n) {
@@ -849,6 +853,31 @@ void launch_backward_flash(const DT* q, const DT* k, const DT* v, const DT* dout
   HG_CUDA_CHECK_LAUNCH("attention_backward_flash");
 }
 
+template <class DT, int D>
+void launch_backward_hopper(const DT* q, const DT* k, const DT* v, const DT* dout, const float* lse,
+                            const float* delta, float* dq_accum, DT* dk, DT* dv, const Params& p,
+                            cudaStream_t stream) {
+  using Tiles = HopperBackwardTiles<D>;
+  const int64_t num_k_blocks = (p.key_len + Tiles::kBlockN - 1) / Tiles::kBlockN;
+  const int64_t blocks = num_k_blocks * p.batch * p.heads;
+  HG_CHECK(blocks < (int64_t{1} << 31), "attention_backward", "expected fewer than 2^31 thread blocks, got ", blocks);
+  auto kernel = attention_backward_hopper<DT, D>;
+  HG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(Tiles::kSmemBytes)));
+  kernel<<<static_cast<unsigned>(blocks), kHopperThreads, Tiles::kSmemBytes, stream>>>(
+      q, k, v, dout, lse, delta, dq_accum, dk, dv, p, static_cast<int>(num_k_blocks));
+  HG_CUDA_CHECK_LAUNCH("attention_backward_hopper");
+}
+
+// HISTOGRAD_ATTENTION_BWD=v1 sends flash's backward to flash_v1's kernel (read once).
+bool hopper_backward_enabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("HISTOGRAD_ATTENTION_BWD");
+    return env == nullptr || std::strcmp(env, "v1") != 0;
+  }();
+  return enabled && hopper_compiled_for_current_device();
+}
+
 int64_t round_up4(int64_t n) { return (n + 3) / 4 * 4; }
 
 }  // namespace
@@ -887,6 +916,7 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, float* logsum
 }
 
 bool attention_hopper_available() { return hopper_compiled_for_current_device(); }
+bool attention_hopper_backward_available() { return hopper_backward_enabled(); }
 
 size_t attention_backward_workspace_bytes(const AttentionShape& shape) {
   const int64_t rows = shape.batch * shape.heads * shape.query_len;
@@ -922,7 +952,11 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
     if (flash && k_rows > 0) {
       if (q_rows > 0)
         HG_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, static_cast<size_t>(q_rows * shape.head_dim) * sizeof(float), s));
-      switch (shape.head_dim) {
+      const bool hopper = options.kernel != AttentionKernel::flash_v1 &&
+                          (shape.head_dim == 64 || shape.head_dim == 128) && hopper_backward_enabled();
+      switch (hopper ? -shape.head_dim : shape.head_dim) {
+        case -64: launch_backward_hopper<DT, 64>(q_, k_, v_, do_, logsumexp, delta, dq_accum, dk_, dv_, p, s); break;
+        case -128: launch_backward_hopper<DT, 128>(q_, k_, v_, do_, logsumexp, delta, dq_accum, dk_, dv_, p, s); break;
         case 32: launch_backward_flash<DT, 32>(q_, k_, v_, do_, logsumexp, delta, dq_accum, dk_, dv_, p, s); break;
         case 64: launch_backward_flash<DT, 64>(q_, k_, v_, do_, logsumexp, delta, dq_accum, dk_, dv_, p, s); break;
         case 96: launch_backward_flash<DT, 96>(q_, k_, v_, do_, logsumexp, delta, dq_accum, dk_, dv_, p, s); break;

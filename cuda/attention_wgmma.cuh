@@ -3,7 +3,8 @@
 // fp32 accumulators d[N/2] per thread in the mma.sync m16n8 layout (warp w of the warpgroup owns
 // rows 16w..16w+15; d[4i + c] is row g + 8(c/2), column 8i + 2t + (c & 1)). A and B come from
 // shared-memory descriptors (ss) or A from registers in the m16n8k16 A layout (rs).
-// ScaleD = 0 overwrites d instead of accumulating; TA/TB = 1 read A/B MN-major (transposed).
+// scale_d = 0 overwrites d instead of accumulating (d may then be uninitialised); TA/TB = 1 read
+// A/B MN-major (transposed). N = 32, 64, 128.
 #pragma once
 #include <cstdint>
 
@@ -14,6 +15,24 @@ __device__ __forceinline__ void commit() { asm volatile("wgmma.commit_group.sync
 template <int N>
 __device__ __forceinline__ void wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 
+template <int TA, int TB>
+__device__ __forceinline__ void ss_bf16_n32(float (&d)[16], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TA), "n"(TB)
+      : "memory");
+}
+template <int TB>
+__device__ __forceinline__ void rs_bf16_n32(float (&d)[16], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, %22;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(TB)
+      : "memory");
+}
 template <int TA, int TB>
 __device__ __forceinline__ void ss_bf16_n64(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   asm volatile(
@@ -47,6 +66,24 @@ __device__ __forceinline__ void rs_bf16_n128(float (&d)[64], const uint32_t (&a)
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(TB)
+      : "memory");
+}
+template <int TA, int TB>
+__device__ __forceinline__ void ss_f16_n32(float (&d)[16], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TA), "n"(TB)
+      : "memory");
+}
+template <int TB>
+__device__ __forceinline__ void rs_f16_n32(float (&d)[16], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, %22;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(TB)
       : "memory");
 }
@@ -89,15 +126,19 @@ __device__ __forceinline__ void rs_f16_n128(float (&d)[64], const uint32_t (&a)[
 // Dispatch on the element type (true: bf16) and N.
 template <bool Bf16, int N, int TA, int TB>
 __device__ __forceinline__ void ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int scale_d) {
-  if constexpr (Bf16 && N == 64) ss_bf16_n64<TA, TB>(d, desc_a, desc_b, scale_d);
+  if constexpr (Bf16 && N == 32) ss_bf16_n32<TA, TB>(d, desc_a, desc_b, scale_d);
+  else if constexpr (Bf16 && N == 64) ss_bf16_n64<TA, TB>(d, desc_a, desc_b, scale_d);
   else if constexpr (Bf16 && N == 128) ss_bf16_n128<TA, TB>(d, desc_a, desc_b, scale_d);
+  else if constexpr (!Bf16 && N == 32) ss_f16_n32<TA, TB>(d, desc_a, desc_b, scale_d);
   else if constexpr (!Bf16 && N == 64) ss_f16_n64<TA, TB>(d, desc_a, desc_b, scale_d);
   else ss_f16_n128<TA, TB>(d, desc_a, desc_b, scale_d);
 }
 template <bool Bf16, int N, int TB>
 __device__ __forceinline__ void rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
-  if constexpr (Bf16 && N == 64) rs_bf16_n64<TB>(d, a, desc_b, scale_d);
+  if constexpr (Bf16 && N == 32) rs_bf16_n32<TB>(d, a, desc_b, scale_d);
+  else if constexpr (Bf16 && N == 64) rs_bf16_n64<TB>(d, a, desc_b, scale_d);
   else if constexpr (Bf16 && N == 128) rs_bf16_n128<TB>(d, a, desc_b, scale_d);
+  else if constexpr (!Bf16 && N == 32) rs_f16_n32<TB>(d, a, desc_b, scale_d);
   else if constexpr (!Bf16 && N == 64) rs_f16_n64<TB>(d, a, desc_b, scale_d);
   else rs_f16_n128<TB>(d, a, desc_b, scale_d);
 }

@@ -86,7 +86,8 @@ void bench(const char* tag, int64_t B, int64_t H, int64_t N, int64_t D, bool cau
   std::snprintf(name, sizeof name, "attention %s D%lld N%lld B%lld H%lld%s", tag, static_cast<long long>(D),
                 static_cast<long long>(N), static_cast<long long>(B), static_cast<long long>(H),
                 causal ? " causal" : "");
-  // "histograd" is the default kernel (flash: Hopper forward where available); v1 lines compare.
+  // "histograd" is the default kernel (flash: the Hopper forward and backward where available, see
+  // the header line); "histograd_v1" lines run flash_v1's kernels for comparison.
   const char* who = kernel == hc::AttentionKernel::flash_v1 ? "histograd_v1" : "histograd";
   std::printf("RESULT %s %-44s fwd %8.4f ms %7.1f TFLOP/s  bwd %8.4f ms %7.1f TFLOP/s\n", who, name, fwd_ms,
               flops / (fwd_ms * 1e9), bwd_ms, 2.5 * flops / (bwd_ms * 1e9));
@@ -105,8 +106,10 @@ int main() {
     std::printf("skipped: no usable CUDA device (%s)\n", hc::unavailable_reason().c_str());
     return 0;
   }
-  std::printf("device: %s (bf16 dense tensor peak of an H100/H200 SXM: 989 TFLOP/s); flash forward: %s\n",
-              hc::device_name(0).c_str(), hc::attention_hopper_available() ? "hopper (wgmma)" : "v1 (mma.sync)");
+  std::printf(
+      "device: %s (bf16 dense tensor peak of an H100/H200 SXM: 989 TFLOP/s); flash forward: %s, backward: %s\n",
+      hc::device_name(0).c_str(), hc::attention_hopper_available() ? "hopper (wgmma)" : "v1 (mma.sync)",
+      hc::attention_hopper_backward_available() ? "hopper (wgmma)" : "v1 (mma.sync)");
   struct Shape {
     int64_t B, H, N;
     bool causal;

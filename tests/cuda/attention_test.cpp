@@ -6,7 +6,9 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "cuda/cuda_test_util.hpp"
@@ -115,12 +117,15 @@ double lse_error(const std::vector<double>& ref, const std::vector<float>& got) 
   return hg::test::relative_error(r, g);
 }
 
-// flash runs the Hopper (wgmma) forward where attention_hopper_available(), else flash_v1.
-const char* kernel_label(AttentionKernel kernel) {
+// flash runs the Hopper (wgmma) forward and backward at head dims 64 and 128 where
+// attention_hopper_available() (the backward unless HISTOGRAD_ATTENTION_BWD=v1), else flash_v1.
+std::string kernel_label(AttentionKernel kernel, int64_t D) {
   switch (kernel) {
     case AttentionKernel::reference: return "reference";
     case AttentionKernel::flash_v1: return "flash_v1";
-    case AttentionKernel::flash: return hg::cuda::attention_hopper_available() ? "flash(hopper)" : "flash(=v1)";
+    case AttentionKernel::flash:
+      if (!hg::cuda::attention_hopper_available() || (D != 64 && D != 128)) return "flash(=v1)";
+      return hg::cuda::attention_hopper_backward_available() ? "flash(hopper fwd+bwd)" : "flash(hopper fwd, v1 bwd)";
     default: return "automatic";
   }
 }
@@ -138,7 +143,7 @@ void check_case(const Case& c, AttentionKernel kernel, uint64_t seed) {
   using hg::test::random_values;
   CAPTURE(describe(c));
   CAPTURE(hg::dtype_name<T>());
-  const char* kernel_name = kernel_label(kernel);
+  const std::string kernel_name = kernel_label(kernel, c.D);
   CAPTURE(kernel_name);
   const size_t nq = c.B * c.H * c.Nq * c.D, nk = c.B * c.H * c.Nk * c.D;
   const std::vector<T> q = random_values<T>(nq, seed), k = random_values<T>(nk, seed + 1),
@@ -304,6 +309,34 @@ TEST_CASE("cuda attention: no keys gives out 0 and logsumexp +inf; no queries gi
     for (hg::bfloat16 x : dk.download()) CHECK(static_cast<float>(x) == 0.0f);
     for (hg::bfloat16 x : dv.download()) CHECK(static_cast<float>(x) == 0.0f);
   }
+}
+
+TEST_CASE("cuda attention: the flash backwards give the same dk and dv bits on every run") {
+  HG_REQUIRE_GPU();
+  // dq goes through fp32 atomics (order may vary); dk and dv are each one CTA's registers.
+  for (AttentionKernel kernel : {AttentionKernel::flash_v1, AttentionKernel::flash})
+    for (int64_t D : {64, 128}) {
+      const std::string kernel_name = kernel_label(kernel, D);
+      CAPTURE(kernel_name);
+      CAPTURE(D);
+      const hg::cuda::AttentionShape shape{2, 3, 300, 260, D};
+      const size_t nq = static_cast<size_t>(2 * 3 * 300 * D), nk = static_cast<size_t>(2 * 3 * 260 * D);
+      DeviceBuffer<hg::bfloat16> q(hg::test::random_values<hg::bfloat16>(nq, 21)),
+          k(hg::test::random_values<hg::bfloat16>(nk, 22)), v(hg::test::random_values<hg::bfloat16>(nk, 23)),
+          dout(hg::test::random_values<hg::bfloat16>(nq, 24)), out(nq), dq(nq), dk(nk), dv(nk);
+      DeviceBuffer<float> lse(2 * 3 * 300), workspace((hg::cuda::attention_backward_workspace_bytes(shape) + 3) / 4);
+      hg::cuda::AttentionOptions options;
+      options.kernel = kernel;
+      hg::cuda::attention_forward(q.ptr, k.ptr, v.ptr, out.ptr, lse.ptr, shape, options);
+      hg::cuda::attention_backward(q.ptr, k.ptr, v.ptr, out.ptr, dout.ptr, lse.ptr, dq.ptr, dk.ptr, dv.ptr,
+                                   workspace.ptr, shape, options);
+      const std::vector<hg::bfloat16> dk1 = dk.download(), dv1 = dv.download();
+      hg::cuda::attention_backward(q.ptr, k.ptr, v.ptr, out.ptr, dout.ptr, lse.ptr, dq.ptr, dk.ptr, dv.ptr,
+                                   workspace.ptr, shape, options);
+      const std::vector<hg::bfloat16> dk2 = dk.download(), dv2 = dv.download();
+      CHECK(std::memcmp(dk1.data(), dk2.data(), nk * sizeof(hg::bfloat16)) == 0);
+      CHECK(std::memcmp(dv1.data(), dv2.data(), nk * sizeof(hg::bfloat16)) == 0);
+    }
 }
 
 TEST_CASE("cuda attention: dilated gather/scatter follow the LongNet index formula and round-trip") {

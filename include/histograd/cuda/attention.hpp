@@ -19,9 +19,10 @@ struct AttentionShape {
 enum class AttentionKernel {
   automatic,  // flash when supported (bf16/fp16, head dim 32/64/96/128, 16-byte aligned), else reference
   reference,  // one warp per row, fp32 math: slow, simple, any head dim up to 256
-  flash,      // the fastest tensor-core kernel for the device (Hopper wgmma forward on sm_90 when the
-              // library holds sm_90a code and head dim is 64 or 128, else flash_v1); throws Error
-              // where no tensor-core kernel applies
+  flash,      // the fastest tensor-core kernel for the device (Hopper wgmma forward and backward on
+              // sm_90 when the library holds sm_90a code and head dim is 64 or 128, else flash_v1;
+              // HISTOGRAD_ATTENTION_BWD=v1 in the environment keeps the backward on flash_v1's
+              // kernel); throws Error where no tensor-core kernel applies
   flash_v1,   // FlashAttention-2 on mma.sync (sm_80+), same conditions as flash
 };
 
@@ -47,6 +48,9 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, float* logsum
 // Whether AttentionKernel::flash runs the Hopper (wgmma) forward on the current device: an sm_90
 // device and a library compiled for sm_90a (HISTOGRAD_CUDA_ARCHITECTURES holding "90a").
 bool attention_hopper_available();
+// Whether flash's backward runs the Hopper (wgmma) kernel: attention_hopper_available() and the
+// environment variable HISTOGRAD_ATTENTION_BWD is not "v1" (read once per process).
+bool attention_hopper_backward_available();
 
 // Scratch bytes attention_backward needs (D_i = rowsum(dout * out) and an fp32 dq accumulator).
 size_t attention_backward_workspace_bytes(const AttentionShape& shape);
