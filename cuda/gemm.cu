@@ -5,7 +5,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <mutex>
+#include <utility>
 #include <unordered_map>
 
 #include "check.cuh"
@@ -130,6 +132,18 @@ void gemm(const GemmArgs& args, const T* a, const T* b, T* c, const T* bias, voi
   HG_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.preference));
   HG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                        &ctx.workspace_bytes, sizeof(ctx.workspace_bytes)));
+  // cuBLASLt assumes 256-byte-aligned operands unless told otherwise; views into a tensor (an
+  // offset slice, one batch item) are often less aligned, so say what each pointer really has.
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, const void*> operands[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, b},  // cuBLAS's A is our B (operands swapped)
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, c},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, c}};
+  for (const auto& [attribute, pointer] : operands) {
+    uint32_t alignment = 256;
+    while (alignment > 1 && reinterpret_cast<uintptr_t>(pointer) % alignment != 0) alignment /= 2;
+    HG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, attribute, &alignment, sizeof(alignment)));
+  }
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
   HG_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, d.op, d.b, d.a, d.c, d.c, d.preference, 1, &heuristic,
