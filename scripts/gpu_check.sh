@@ -40,7 +40,8 @@ stamp "configure for sm_${arch}"
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_WSI=OFF -DHISTOGRAD_BUILD_EXAMPLES=OFF \
       -DHISTOGRAD_BUILD_BENCHMARKS=ON -DHISTOGRAD_CUDA_ARCHITECTURES="${arch}" "${cudnn_flags[@]}" >"$out/configure.log" 2>&1 ||
   { tail -30 "$out/configure.log"; exit 1; }
-bench_targets=$(ls benchmarks/cuda/*.cu benchmarks/cuda/*.cpp 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.[a-z]*$//' | tr '\n' ' ')
+bench_targets=$(ls benchmarks/cuda/*.cu benchmarks/cuda/*.cpp 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.[a-z]*$//' |
+                grep -E "${HG_BENCH_ONLY:-.}" | tr '\n' ' ')  # HG_BENCH_ONLY: a regex picking benchmarks
 stamp "build (benchmarks: ${bench_targets:-none})"
 make -C build/gpu -k -j"$(nproc)" test_cuda $bench_targets >"$out/build.log" 2>&1
 build_status=$?
@@ -68,7 +69,7 @@ if [ "$what" != tests ]; then
     summary+=("$(printf '%-40s rc=%s' "$name" "$?")")
   done
   for script in benchmarks/cuda/torch_*.py; do
-    [ -f "$script" ] || continue
+    [ -f "$script" ] && echo "$script" | grep -qE "${HG_BENCH_ONLY:-.}" || continue
     name=$(basename "$script" .py)
     PYTHONUNBUFFERED=1 timeout 200 python3 "$script" >"$out/$name.log" 2>&1
     summary+=("$(printf '%-40s rc=%s' "$name" "$?")")
