@@ -22,8 +22,7 @@ __device__ __forceinline__ uint64_t opaque(uint64_t x) {
 template <int D>
 struct HopperBackwardTiles {
   // 128 keys per CTA (64 per warpgroup), 64 queries per step: dK and dV hold D accumulator
-  // registers per thread, S^T and dP^T 32 each (128 queries at D = 64 spilled). dQ = dS K splits
-  // by columns: warpgroup w computes the step's 64 x D/2 block at columns w D/2.
+  // registers per thread, S^T and dP^T 32 each (128 queries at D = 64 spilled).
   static constexpr int kBlockN = 128, kBlockM = 64, kStages = 2;
   static constexpr uint32_t kTileKV = kBlockN * D * 2, kTileQ = kBlockM * D * 2, kTileDs = kBlockN * kBlockM * 2;
   static constexpr uint32_t kStats = 2 * kStages * kBlockM * 4;  // lse and delta per stage
@@ -92,8 +91,9 @@ __global__ void __launch_bounds__(kHopperThreads, 1)
 
   const int64_t key_row0 = n0 + 64 * wg + 16 * wl + g;  // this thread's keys: key_row0 and key_row0 + 8
   const uint32_t k_rows = Ks + 64 * wg * 128, v_rows = Vs + 64 * wg * 128;  // this warpgroup's 64 keys
-  constexpr int DQ = D / 2;  // dQ columns per warpgroup, starting at dq_d
-  const int dq_d = DQ * wg;
+  constexpr bool kDqByKeys = D == 64;         // how the warpgroups share dQ = dS K (below)
+  constexpr int DQ = kDqByKeys ? D : D / 2;  // dQ columns per warpgroup, starting at dq_d
+  const int dq_d = kDqByKeys ? 0 : DQ * wg;
   // Keys past Nk were zero-filled: their scores are 0, not -inf, so the last key block masks.
   const bool edge_keys = n0 + BN > Nk;
 
@@ -193,18 +193,24 @@ __global__ void __launch_bounds__(kHopperThreads, 1)
         *reinterpret_cast<uint32_t*>(dst_ptr + swizzled_offset<BN>(key, chunk) + 4 * t) = dsa[ks][j];
       }
     fence_proxy_async();
-    __syncthreads();  // all 128 keys' dS^T are in
+    if constexpr (kDqByKeys)  // this warpgroup reads back only its own keys' rows
+      asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+    else
+      __syncthreads();  // all 128 keys' dS^T are in
 
-    // dQ[:, dq_d..+DQ] = dS K over the 128 keys: A = dS read MN-major out of dS^T (M = query
-    // contiguous, one 64-query swizzle block), B = K read MN-major (N = d contiguous; at D = 64
-    // the second warpgroup starts 64 bytes into the swizzled rows, which the hardware's
-    // address-bit swizzle handles as it does K-major k-steps); 8 k-steps of 16 keys, 2048 B each.
+    // dQ[:, dq_d..+DQ] = dS K: A = dS read MN-major out of dS^T (M = query contiguous, one
+    // 64-query swizzle block), B = K read MN-major (N = d contiguous, whole 64-column blocks);
+    // k-steps of 16 keys, 2048 bytes each. D = 128: over all 128 keys, columns split between
+    // the warpgroups. D = 64: each warpgroup over its own 64 keys, all columns (both add into
+    // dq; splitting 64 columns would need B to start mid swizzle row, a layout nothing checks).
     float dqa[DQ / 2];
-    const uint64_t ds_desc = opaque(smem_descriptor(dSt, BN * 128, 1024)),
-                   kc_desc = opaque(smem_descriptor(Ks + (dq_d / 64) * (BN * 128) + (dq_d % 64) * 2, BN * 128, 1024));
+    constexpr int kDqSteps = kDqByKeys ? 4 : BN / 16;
+    const uint32_t key_off = kDqByKeys ? 64 * wg * 128 : 0;
+    const uint64_t ds_desc = opaque(smem_descriptor(dSt + key_off, BN * 128, 1024)),
+                   kc_desc = opaque(smem_descriptor(Ks + key_off + (dq_d / 64) * (BN * 128), BN * 128, 1024));
     wgmma::fence();
 #pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks) wgmma::ss<kBf16, DQ, 1, 1>(dqa, ds_desc + ks * 128, kc_desc + ks * 128, ks > 0);
+    for (int ks = 0; ks < kDqSteps; ++ks) wgmma::ss<kBf16, DQ, 1, 1>(dqa, ds_desc + ks * 128, kc_desc + ks * 128, ks > 0);
     wgmma::commit();
     wgmma::wait<0>();
     // Four adjacent columns per 16-byte atomic: lanes t and t ^ 1 swap halves, the even lane
