@@ -102,8 +102,6 @@ __global__ void __launch_bounds__(kHopperThreads, 1)
     cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();  // block qi is in; every warp is done with qi - 1's stage and with dS^T
-    if (qi + 1 < num_q_blocks) load_queries(qi + 1);
-    cp_async_commit();
 
     const uint32_t q_tile = Qs + stage * Tiles::kTileQ, do_tile = dOs + stage * Tiles::kTileQ;
     const float* lse_b = stats + stage * 2 * BM;
@@ -128,6 +126,10 @@ __global__ void __launch_bounds__(kHopperThreads, 1)
       wgmma::ss<kBf16, BM, 0, 0>(dpt, v_desc + ((ks / 4) * (BN * 128) + (ks % 4) * 32) / 16,
                                  do_desc + ((ks / 4) * (BM * 128) + (ks % 4) * 32) / 16, ks > 0);
     wgmma::commit();
+    // The next block's loads are issued while the tensor cores work (into the other stage, whose
+    // last readers finished before the barrier above).
+    if (qi + 1 < num_q_blocks) load_queries(qi + 1);
+    cp_async_commit();
     wgmma::wait<1>();
 
     // P^T = exp2(S^T scale log2e + bias log2e - lse log2e); element 4i + c is key row
