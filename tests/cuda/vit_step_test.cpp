@@ -90,19 +90,20 @@ void run_step(const hg::models::ViTConfig& config, int64_t image_size, uint64_t 
   cpu_loss.backward();
   gpu_loss.backward();
 
-  // Gradients and updated parameters, name by name (model and head).
-  std::vector<Tensor<double>> cpu_params;
-  for (hg::nn::Module<double>* params : {static_cast<hg::nn::Module<double>*>(&cpu_model),
-                                         static_cast<hg::nn::Module<double>*>(&cpu_head)})
-    for (auto& [name, p] : params->named_parameters()) cpu_params.push_back(p);
-  hg::optim::AdamW<double> optimizer(cpu_params, kLr, kBeta1, kBeta2, kEps, kWeightDecay);
+  // DINO's attention heat maps (the matmul + softmax composition of the last block), on the
+  // same weights: before any update (GPU run 3 compared them after the step, where the weights
+  // themselves differ; see below).
+  {
+    hg::NoGradGuard no_grad;
+    const Tensor<double> cpu_attention = cpu_model.last_self_attention(images);
+    const Tensor<float> gpu_attention = gpu_model.last_self_attention(images.to<float>().cuda());
+    CHECK(relative_error(cpu_attention.to_vector(), gpu_attention.cpu().to_vector()) <= 1e-4);
+  }
+
+  // Gradients and the device AdamW step, name by name (model and head).
   std::map<std::string, Tensor<double>> cpu_grads;
   for (auto& [name, p] : cpu_model.named_parameters()) cpu_grads[name] = p.grad().clone();
   for (auto& [name, p] : cpu_head.named_parameters()) cpu_grads["head." + name] = p.grad().clone();
-  optimizer.step();
-  std::map<std::string, Tensor<double>> cpu_updated;
-  for (auto& [name, p] : cpu_model.named_parameters()) cpu_updated[name] = p;
-  for (auto& [name, p] : cpu_head.named_parameters()) cpu_updated["head." + name] = p;
 
   std::map<std::string, Tensor<float>> gpu_params;
   for (auto& [name, p] : gpu_model.named_parameters()) gpu_params[name] = p;
@@ -116,14 +117,17 @@ void run_step(const hg::models::ViTConfig& config, int64_t image_size, uint64_t 
     CHECK(relative_error(cpu_grads[name].to_vector(), p.grad().cpu().to_vector()) <= 1e-4);
     const Tensor<float> updated = adamw_first_step(p);
     CHECK(updated.device().is_cuda());
-    CHECK(relative_error(cpu_updated[name].to_vector(), updated.cpu().to_vector()) <= 1e-4);
+    // AdamW's first step is lr·g/(|g|+eps): for a gradient that is ~0 in exact arithmetic, the
+    // fp32 rounding noise becomes an O(lr) move of either sign, so comparing against the float64
+    // CPU step fails on noise alone (GPU run 3: 5e-4 to 7e-3). The update is checked instead
+    // against the CPU step applied to this GPU's own gradients (the gradients are checked above).
+    const std::vector<float> before = p.detach().cpu().to_vector(), g = p.grad().cpu().to_vector();
+    std::vector<double> expected(before.size());
+    for (size_t k = 0; k < before.size(); ++k)
+      expected[k] = before[k] * (1 - kLr * kWeightDecay) - kLr * g[k] / (std::abs(double(g[k])) + kEps);
+    CHECK(relative_error(expected, updated.cpu().to_vector()) <= 1e-5);
   }
 
-  // DINO's attention heat maps: the matmul + softmax composition of the last block.
-  hg::NoGradGuard no_grad;
-  const Tensor<double> cpu_attention = cpu_model.last_self_attention(images);
-  const Tensor<float> gpu_attention = gpu_model.last_self_attention(images.to<float>().cuda());
-  CHECK(relative_error(cpu_attention.to_vector(), gpu_attention.cpu().to_vector()) <= 1e-4);
 }
 
 }  // namespace
