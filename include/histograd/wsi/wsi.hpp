@@ -9,3 +9,4 @@
 #include "patching.hpp"
 #include "hdf5.hpp"
 #include "extract.hpp"
+#include "slide_dataset.hpp"
