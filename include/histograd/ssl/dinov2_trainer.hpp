@@ -233,15 +233,7 @@ class DINOv2Trainer {
     if (!history_[0].empty())
       for (size_t i = 0; i < kTerms.size(); ++i)
         state.tensors[std::string("history.") + kTerms[i]] = detail::history_tensor(history_[i]);
-    state.set_string("objective", "dinov2");
-    state.set_string("model", model_name());
-    state.set_int("iteration", iteration_);
-    state.set_int("epoch", iteration_ / per_epoch_);
-    state.set_int("data.batches_per_epoch", per_epoch_);
-    state.set_int("data.epoch", iteration_ / per_epoch_);
-    state.set_int("data.batch", iteration_ % per_epoch_);
-    state.set_uint("data.seed", config_.seed);
-    state.put_generator(default_generator(), "rng.default");
+    detail::put_progress(state, "dinov2", model_name(), iteration_, per_epoch_, config_.seed);
     state.put_generator(mask_generator_, "rng.mask");
     io::save_training_state(path, state);
   }
@@ -253,15 +245,12 @@ class DINOv2Trainer {
     detail::check_objective(state, "dinov2", path);
     io::check_compatible(state, model_name(), student_, "student.");
     io::check_compatible(state, "", teacher_, "teacher.");
-    detail::check_position(state, per_epoch_, path);
+    const int64_t iteration = detail::check_progress(state, per_epoch_, total_iterations(), path);
     auto dino_center = state.tensors.find("loss.dino_center"), ibot_center = state.tensors.find("loss.ibot_center");
     HG_CHECK(dino_center != state.tensors.end() && dino_center->second.shape() == loss_.dino_center.shape(), "load",
              path, ": expected 'loss.dino_center' of shape ", to_string(loss_.dino_center.shape()));
     HG_CHECK(ibot_center != state.tensors.end() && ibot_center->second.shape() == loss_.ibot_center.shape(), "load",
              path, ": expected 'loss.ibot_center' of shape ", to_string(loss_.ibot_center.shape()));
-    const int64_t iteration = state.get_int("iteration");
-    HG_CHECK(iteration >= 0 && iteration <= total_iterations(), "load", path, ": iteration ", iteration,
-             " is outside this run's ", total_iterations(), " iterations");
     std::vector<std::vector<double>> history(kTerms.size());
     for (size_t i = 0; i < kTerms.size(); ++i) {
       auto h = state.tensors.find(std::string("history.") + kTerms[i]);

@@ -82,18 +82,40 @@ inline std::vector<double> history_from(const io::TrainingState<float>& state) {
   return out;
 }
 
-// The parts of a checkpoint every trainer checks before touching its own state.
+// The metadata every trainer's checkpoint carries beside its own tensors: objective, architecture,
+// iteration, data position and the default generator (drop path).
+inline void put_progress(io::TrainingState<float>& state, const std::string& objective, const std::string& model,
+                         int64_t iteration, int64_t per_epoch, uint64_t seed) {
+  state.set_string("objective", objective);
+  state.set_string("model", model);
+  state.set_int("iteration", iteration);
+  state.set_int("epoch", iteration / per_epoch);
+  state.set_int("data.batches_per_epoch", per_epoch);
+  state.set_int("data.epoch", iteration / per_epoch);
+  state.set_int("data.batch", iteration % per_epoch);
+  state.set_uint("data.seed", seed);
+  state.put_generator(default_generator(), "rng.default");
+}
+
+// The parts of a checkpoint every trainer checks before touching its own state: the objective
+// first, then (after the trainer's architecture check) the data position and the iteration,
+// which check_progress returns.
 inline void check_objective(const io::TrainingState<float>& state, const std::string& objective,
                             const std::string& path) {
   const std::string found = state.get_string("objective", "(none)");
   HG_CHECK(found == objective, "load", path, ": a checkpoint of objective '", found, "', this trainer is '", objective,
            "'");
 }
-inline void check_position(const io::TrainingState<float>& state, int64_t per_epoch, const std::string& path) {
+inline int64_t check_progress(const io::TrainingState<float>& state, int64_t per_epoch, int64_t total_iterations,
+                              const std::string& path) {
   const int64_t saved = state.get_int("data.batches_per_epoch");
   HG_CHECK(saved == per_epoch, "load", path, ": the checkpoint's run had ", saved,
            " batches per epoch, this one has ", per_epoch,
            " (a different dataset or batch size: the schedules and the data order would not continue)");
+  const int64_t iteration = state.get_int("iteration");
+  HG_CHECK(iteration >= 0 && iteration <= total_iterations, "load", path, ": iteration ", iteration,
+           " is outside this run's ", total_iterations, " iterations");
+  return iteration;
 }
 
 inline std::string describe_vit(const models::ViTConfig& c) {
@@ -221,15 +243,7 @@ class DINOTrainer {
     state.put_optimizer(optimizer_->state());
     state.tensors["loss.center"] = dino_.loss.center.clone();
     if (!history_.empty()) state.tensors["history.loss"] = detail::history_tensor(history_);
-    state.set_string("objective", "dino");
-    state.set_string("model", model_name());
-    state.set_int("iteration", iteration_);
-    state.set_int("epoch", iteration_ / per_epoch_);
-    state.set_int("data.batches_per_epoch", per_epoch_);
-    state.set_int("data.epoch", iteration_ / per_epoch_);
-    state.set_int("data.batch", iteration_ % per_epoch_);
-    state.set_uint("data.seed", config_.seed);
-    state.put_generator(default_generator(), "rng.default");
+    detail::put_progress(state, "dino", model_name(), iteration_, per_epoch_, config_.seed);
     io::save_training_state(path, state);
   }
 
@@ -240,13 +254,10 @@ class DINOTrainer {
     detail::check_objective(state, "dino", path);
     io::check_compatible(state, model_name(), dino_.student, "student.");
     io::check_compatible(state, "", dino_.teacher, "teacher.");
-    detail::check_position(state, per_epoch_, path);
+    const int64_t iteration = detail::check_progress(state, per_epoch_, total_iterations(), path);
     auto center = state.tensors.find("loss.center");
     HG_CHECK(center != state.tensors.end() && center->second.shape() == dino_.loss.center.shape(), "load", path,
              ": expected 'loss.center' of shape ", to_string(dino_.loss.center.shape()));
-    const int64_t iteration = state.get_int("iteration");
-    HG_CHECK(iteration >= 0 && iteration <= total_iterations(), "load", path, ": iteration ", iteration,
-             " is outside this run's ", total_iterations(), " iterations");
     optimizer_->load_state(state.get_optimizer());  // validates every entry before it copies
     dino_.student.load_state_dict(state.get_state_dict("student."));
     dino_.teacher.load_state_dict(state.get_state_dict("teacher."));
@@ -378,15 +389,7 @@ class MAETrainer {
     state.put_state_dict("model.", model_.state_dict());
     state.put_optimizer(optimizer_->state());
     if (!history_.empty()) state.tensors["history.loss"] = detail::history_tensor(history_);
-    state.set_string("objective", "mae");
-    state.set_string("model", model_name());
-    state.set_int("iteration", iteration_);
-    state.set_int("epoch", iteration_ / per_epoch_);
-    state.set_int("data.batches_per_epoch", per_epoch_);
-    state.set_int("data.epoch", iteration_ / per_epoch_);
-    state.set_int("data.batch", iteration_ % per_epoch_);
-    state.set_uint("data.seed", config_.seed);
-    state.put_generator(default_generator(), "rng.default");
+    detail::put_progress(state, "mae", model_name(), iteration_, per_epoch_, config_.seed);
     state.put_generator(mask_generator_, "rng.mask");
     io::save_training_state(path, state);
   }
@@ -395,10 +398,7 @@ class MAETrainer {
     const io::TrainingState<float> state = io::load_training_state<float>(path);
     detail::check_objective(state, "mae", path);
     io::check_compatible(state, model_name(), model_, "model.");
-    detail::check_position(state, per_epoch_, path);
-    const int64_t iteration = state.get_int("iteration");
-    HG_CHECK(iteration >= 0 && iteration <= total_iterations(), "load", path, ": iteration ", iteration,
-             " is outside this run's ", total_iterations(), " iterations");
+    const int64_t iteration = detail::check_progress(state, per_epoch_, total_iterations(), path);
     state.get_uint("rng.mask.seed");  // present, or an Error before anything changes
     state.get_uint("rng.mask.offset");
     optimizer_->load_state(state.get_optimizer());
