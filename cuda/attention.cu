@@ -5,9 +5,9 @@
 //    mma.sync m16n8k16 tensor cores (bf16/fp16 in, fp32 accumulate), cp.async double buffering.
 //    The score tile's accumulator layout equals the A-operand layout of the next mma, so P and
 //    dS go from registers straight into the following product (no shared-memory round trip).
-//  - *_hopper (attention_hopper.cuh, attention_hopper_bwd.cuh): the sm_90a forward and backward
-//    on warpgroup MMAs (wgmma), chosen by AttentionKernel::flash where the device is sm_90 and the
-//    library holds sm_90a code (HISTOGRAD_ATTENTION_BWD=v1 in the environment keeps the backward
+//  - *_hopper (attention_hopper.cuh, attention_hopper_bwd.cuh): the sm_90a forward (head dim 128
+//    only: v1 is faster at 64) and backward (64 and 128) on warpgroup MMAs (wgmma), chosen by
+//    AttentionKernel::flash where the device is sm_90 and the library holds sm_90a code (HISTOGRAD_ATTENTION_BWD=v1 in the environment keeps the backward
 //    on flash_v1's kernel, a bypass should the Hopper one misbehave).
 //  - dilated_gather/scatter: LongNet's index mapping (MODELS.md §14.2).
 // Fragment layouts are PTX ISA §9.7.14.5.8 (m16n8k16) and §9.7.14.5.15 (ldmatrix).
@@ -897,10 +897,11 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, float* logsum
   const Params p = make_params(shape, options);
   cudaStream_t s = stream_or_current(stream);
   if constexpr (!std::is_same_v<T, float>) {
-    if (flash && options.kernel != AttentionKernel::flash_v1 && hopper_compiled_for_current_device()) {
-      if (shape.head_dim == 64) return launch_forward_hopper<DT, 64>(dq, dk, dv, dout, logsumexp, p, s);
-      if (shape.head_dim == 128) return launch_forward_hopper<DT, 128>(dq, dk, dv, dout, logsumexp, p, s);
-    }
+    // The Hopper forward only at D128: at D64 it measured slower than v1 at every length on an
+    // H200 (GPU run 3: 42/87/93 against 57/114/121 TFLOP/s at N 197/1024/4096; RESULTS.md).
+    if (flash && options.kernel != AttentionKernel::flash_v1 && shape.head_dim == 128 &&
+        hopper_compiled_for_current_device())
+      return launch_forward_hopper<DT, 128>(dq, dk, dv, dout, logsumexp, p, s);
     if (flash) {
       switch (shape.head_dim) {
         case 32: return launch_forward_flash<DT, 32>(dq, dk, dv, dout, logsumexp, p, s);

@@ -117,15 +117,17 @@ double lse_error(const std::vector<double>& ref, const std::vector<float>& got) 
   return hg::test::relative_error(r, g);
 }
 
-// flash runs the Hopper (wgmma) forward and backward at head dims 64 and 128 where
-// attention_hopper_available() (the backward unless HISTOGRAD_ATTENTION_BWD=v1), else flash_v1.
+// flash runs the Hopper (wgmma) forward at head dim 128 and the Hopper backward at 64 and 128
+// where attention_hopper_available() (the backward unless HISTOGRAD_ATTENTION_BWD=v1), else flash_v1.
 std::string kernel_label(AttentionKernel kernel, int64_t D) {
   switch (kernel) {
     case AttentionKernel::reference: return "reference";
     case AttentionKernel::flash_v1: return "flash_v1";
-    case AttentionKernel::flash:
+    case AttentionKernel::flash: {
       if (!hg::cuda::attention_hopper_available() || (D != 64 && D != 128)) return "flash(=v1)";
-      return hg::cuda::attention_hopper_backward_available() ? "flash(hopper fwd+bwd)" : "flash(hopper fwd, v1 bwd)";
+      const std::string forward = D == 128 ? "hopper fwd" : "v1 fwd";
+      return "flash(" + forward + (hg::cuda::attention_hopper_backward_available() ? ", hopper bwd)" : ", v1 bwd)");
+    }
     default: return "automatic";
   }
 }
