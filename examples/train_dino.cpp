@@ -117,24 +117,12 @@ std::vector<double> parse_list(const std::string& text, size_t count, const char
 
 hg::ssl::DINOTrainerConfig trainer_config(const hg::training::Flags& f) {
   hg::ssl::DINOTrainerConfig c;
-  c.backbone.name = "train_dino";
-  c.backbone.image_size = f.get_int("global-size");
-  c.backbone.patch_size = f.get_int("patch-size");
-  c.backbone.embed_dim = f.get_int("embed-dim");
-  c.backbone.depth = f.get_int("depth");
-  c.backbone.num_heads = f.get_int("heads");
-  c.backbone.mlp_hidden = 4 * c.backbone.embed_dim;
+  hg::training::read_vit(f, c.backbone, "train_dino");
   c.backbone.drop_path_rate = f.get_double("drop-path");
   c.head.out_dim = f.get_int("out-dim");
   c.head.hidden_dim = f.get_int("hidden-dim");
   c.head.bottleneck_dim = f.get_int("bottleneck-dim");
-  c.crops.global_size = f.get_int("global-size");
-  c.crops.local_size = f.get_int("local-size");
-  c.crops.local_crops = f.get_int("local-crops");
-  c.crops.global_scale = {f.get_double("global-scale-min"), 1.0};
-  c.crops.local_scale = {0.05, f.get_double("local-scale-max")};
-  c.crops.vertical_flip = true;  // tissue has no up or down
-  c.crops.rotate90 = true;
+  hg::training::read_crops(f, c.crops);
   c.crops.jitter_p = f.get_double("jitter-p");
   c.crops.jitter.brightness = f.get_double("brightness");
   c.crops.jitter.contrast = f.get_double("contrast");
@@ -148,38 +136,11 @@ hg::ssl::DINOTrainerConfig trainer_config(const hg::training::Flags& f) {
   c.crops.local_blur_p = blur[2];
   c.crops.blur_radius_max = f.get_double("blur-max");
   c.crops.blur_radius_min = std::min(c.crops.blur_radius_min, c.crops.blur_radius_max);
-  c.epochs = f.get_int("epochs");
-  c.batch_size = f.get_int("batch-size");
-  c.lr = f.get_double("lr");
-  c.min_lr = f.get_double("min-lr");
-  c.warmup_epochs = f.get_int("warmup-epochs");
-  c.weight_decay = f.get_double("weight-decay");
-  c.weight_decay_end = f.get_double("weight-decay-end");
-  c.momentum_teacher = f.get_double("momentum-teacher");
-  c.teacher_temp = f.get_double("teacher-temp");
-  c.warmup_teacher_temp = f.get_double("warmup-teacher-temp");
-  c.warmup_teacher_temp_epochs = f.get_int("warmup-teacher-temp-epochs");
-  c.clip_grad = f.get_double("clip-grad");
+  hg::training::read_schedule(f, c);
+  hg::training::read_teacher_schedule(f, c);
   c.freeze_last_layer = f.get_int("freeze-last-layer");
-  c.seed = static_cast<uint64_t>(f.get_int("seed"));
-  c.threads = static_cast<int>(f.get_int("threads"));
-  c.num_workers = static_cast<int>(f.get_int("workers"));
+  hg::training::read_seed_and_threads(f, c);
   return c;
-}
-
-hg::data::OnBadImage bad_image_policy(const std::string& value) {
-  if (value == "skip") return hg::data::OnBadImage::Skip;
-  if (value == "stop") return hg::data::OnBadImage::Stop;
-  hg::fail("flags", "--on-bad-image expects skip or stop, got '", value, "'");
-}
-
-// An ImageFolder when the folder has one sub-folder per class with images, else every image under it.
-std::shared_ptr<hg::data::Dataset> open_folder(const std::string& path, hg::data::OnBadImage policy) {
-  try {
-    return std::make_shared<hg::data::ImageFolder>(path, policy);
-  } catch (const hg::Error&) {
-    return std::make_shared<hg::data::UnlabeledImages>(path, policy);
-  }
 }
 
 // k-NN top-1 (percent) of `backbone` with `bank` as the labelled neighbours and `queries` to classify.
@@ -216,7 +177,7 @@ int run(int argc, char** argv) {
     HG_CHECK(f == "cls" || f == "cls+mean", "flags", "--features expects cls or cls+mean, got '", f, "'");
   const std::string out = flags.get_string("out"), data = flags.get_string("data");
   fs::create_directories(out);
-  const auto policy = bad_image_policy(flags.get_string("on-bad-image"));
+  const auto policy = hg::training::bad_image_policy(flags.get_string("on-bad-image"));
   const bool synthetic = data == "synthetic";
   const int tile = static_cast<int>(flags.get_int("tile-size"));
   const std::string slide = flags.get_string("slide");
@@ -245,17 +206,13 @@ int run(int argc, char** argv) {
              "-DHISTOGRAD_WSI=ON where they are installed");
 #endif
   } else {
-    dataset = synthetic ? std::make_shared<hg::data::SyntheticTissue>(size_t(flags.get_int("tiles-per-class")), tile, config.seed)
-                        : open_folder(data, policy);
+    dataset = hg::training::open_data(flags, config.seed, policy);
   }
 
   hg::ssl::DINOTrainer trainer(config, dataset);
   const std::string checkpoint = (fs::path(out) / "checkpoint.safetensors").string();
   const std::string resume = flags.get_string("resume");
-  if (!resume.empty()) {
-    trainer.load(resume);
-    std::cerr << "resumed from " << resume << " at iteration " << trainer.iteration() << "\n";
-  }
+  hg::training::resume_from(trainer, resume);
   std::printf("DINO: ViT patch %lld, width %lld, depth %lld, heads %lld; %lld images, %lld epochs x %lld iterations; "
               "crops 2x%lld + %lldx%lld px\n",
               (long long)config.backbone.patch_size, (long long)config.backbone.embed_dim,
@@ -264,18 +221,10 @@ int run(int argc, char** argv) {
               (long long)config.crops.local_crops, (long long)config.crops.local_size);
 
   // k-NN: the labelled bank and the held-out queries.
-  std::shared_ptr<hg::data::Dataset> bank, queries;
-  if (synthetic) {
-    const int64_t bank_tiles = flags.get_int("bank-tiles-per-class");
-    bank = bank_tiles > 0 ? std::make_shared<hg::data::SyntheticTissue>(size_t(bank_tiles), tile, config.seed + 2000003)
-                          : dataset;
-    queries = std::make_shared<hg::data::SyntheticTissue>(size_t(flags.get_int("eval-tiles-per-class")), tile,
-                                                          config.seed + 1000003);
-  } else if (!flags.get_string("eval-test").empty()) {
-    bank = flags.get_string("eval-train").empty() ? dataset : open_folder(flags.get_string("eval-train"), policy);
-    queries = open_folder(flags.get_string("eval-test"), policy);
-  }
-  const bool can_eval = bank && queries && !bank->classes().empty() && !queries->classes().empty();
+  const hg::training::KnnSets sets = hg::training::knn_sets(
+      flags, synthetic, dataset, tile, config.seed, policy, synthetic ? flags.get_int("bank-tiles-per-class") : 0);
+  const auto& [bank, queries] = sets;
+  const bool can_eval = sets.usable();
   hg::data::Preprocess pre;
   pre.resize_size = pre.crop_size = config.crops.global_size;
   const int64_t k = flags.get_int("knn-k");
@@ -328,11 +277,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "\nerror: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return hg::training::run_main(run, argc, argv); }

@@ -8,7 +8,6 @@
 // Checkpoints (--checkpoint-every, --out) are atomic and --resume continues to the same numbers.
 #include <chrono>
 #include <cstdio>
-#include <exception>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -94,13 +93,7 @@ hg::training::Flags declare_flags() {
 hg::ssl::DINOv2TrainerConfig trainer_config(const hg::training::Flags& f) {
   hg::ssl::DINOv2TrainerConfig c;
   hg::models::ViTConfig& b = c.backbone;
-  b.name = "train_dinov2";
-  b.image_size = f.get_int("global-size");
-  b.patch_size = f.get_int("patch-size");
-  b.embed_dim = f.get_int("embed-dim");
-  b.depth = f.get_int("depth");
-  b.num_heads = f.get_int("heads");
-  b.mlp_hidden = 4 * b.embed_dim;
+  hg::training::read_vit(f, b, "train_dinov2");
   b.num_register_tokens = f.get_int("registers");
   b.layer_scale_init = f.get_double("layerscale");
   b.layout = b.num_register_tokens > 0 ? hg::models::TokenLayout::ClsRegPatchesPosBeforeReg
@@ -124,49 +117,16 @@ hg::ssl::DINOv2TrainerConfig trainer_config(const hg::training::Flags& f) {
   c.mask_ratio_min = f.get_double("mask-ratio-min");
   c.mask_ratio_max = f.get_double("mask-ratio-max");
   c.mask_sample_probability = f.get_double("mask-probability");
-  c.crops.global_size = f.get_int("global-size");
-  c.crops.local_size = f.get_int("local-size");
-  c.crops.local_crops = f.get_int("local-crops");
-  c.crops.global_scale = {f.get_double("global-scale-min"), 1.0};
-  c.crops.local_scale = {0.05, f.get_double("local-scale-max")};
-  c.crops.vertical_flip = true;  // tissue has no up or down
-  c.crops.rotate90 = true;
-  c.epochs = f.get_int("epochs");
-  c.batch_size = f.get_int("batch-size");
+  hg::training::read_crops(f, c.crops);
+  hg::training::read_schedule(f, c);
+  hg::training::read_teacher_schedule(f, c);
   c.base_lr = f.get_double("base-lr");
-  c.lr = f.get_double("lr");
-  c.min_lr = f.get_double("min-lr");
-  c.warmup_epochs = f.get_int("warmup-epochs");
-  c.weight_decay = f.get_double("weight-decay");
-  c.weight_decay_end = f.get_double("weight-decay-end");
-  c.momentum_teacher = f.get_double("momentum-teacher");
   c.final_momentum_teacher = f.get_double("final-momentum-teacher");
-  c.teacher_temp = f.get_double("teacher-temp");
-  c.warmup_teacher_temp = f.get_double("warmup-teacher-temp");
-  c.warmup_teacher_temp_epochs = f.get_int("warmup-teacher-temp-epochs");
-  c.clip_grad = f.get_double("clip-grad");
   c.freeze_last_layer_epochs = f.get_int("freeze-last-layer-epochs");
   c.layerwise_decay = f.get_double("layerwise-decay");
   c.patch_embed_lr_mult = f.get_double("patch-embed-lr-mult");
-  c.seed = static_cast<uint64_t>(f.get_int("seed"));
-  c.threads = static_cast<int>(f.get_int("threads"));
-  c.num_workers = static_cast<int>(f.get_int("workers"));
+  hg::training::read_seed_and_threads(f, c);
   return c;
-}
-
-hg::data::OnBadImage bad_image_policy(const std::string& value) {
-  if (value == "skip") return hg::data::OnBadImage::Skip;
-  if (value == "stop") return hg::data::OnBadImage::Stop;
-  hg::fail("flags", "--on-bad-image expects skip or stop, got '", value, "'");
-}
-
-// An ImageFolder when the folder has one sub-folder per class with images, else every image under it.
-std::shared_ptr<hg::data::Dataset> open_folder(const std::string& path, hg::data::OnBadImage policy) {
-  try {
-    return std::make_shared<hg::data::ImageFolder>(path, policy);
-  } catch (const hg::Error&) {
-    return std::make_shared<hg::data::UnlabeledImages>(path, policy);
-  }
 }
 
 // k-NN top-1 (percent) of `backbone` with `bank` as the labelled neighbours and `queries` to classify.
@@ -189,20 +149,15 @@ int run(int argc, char** argv) {
   const hg::ssl::DINOv2TrainerConfig config = trainer_config(flags);
   const std::string out = flags.get_string("out"), data = flags.get_string("data");
   fs::create_directories(out);
-  const auto policy = bad_image_policy(flags.get_string("on-bad-image"));
+  const auto policy = hg::training::bad_image_policy(flags.get_string("on-bad-image"));
   const bool synthetic = data == "synthetic";
   const int tile = static_cast<int>(flags.get_int("tile-size"));
-  const std::shared_ptr<hg::data::Dataset> dataset =
-      synthetic ? std::make_shared<hg::data::SyntheticTissue>(size_t(flags.get_int("tiles-per-class")), tile, config.seed)
-                : open_folder(data, policy);
+  const std::shared_ptr<hg::data::Dataset> dataset = hg::training::open_data(flags, config.seed, policy);
 
   hg::ssl::DINOv2Trainer trainer(config, dataset);
   const std::string checkpoint = (fs::path(out) / "checkpoint.safetensors").string();
   const std::string resume = flags.get_string("resume");
-  if (!resume.empty()) {
-    trainer.load(resume);
-    std::cerr << "resumed from " << resume << " at iteration " << trainer.iteration() << "\n";
-  }
+  hg::training::resume_from(trainer, resume);
   std::printf("DINOv2: ViT patch %lld, width %lld, depth %lld, heads %lld, registers %lld; %lld images, %lld epochs x "
               "%lld iterations; crops 2x%lld + %lldx%lld px; lr %.3g\n",
               (long long)config.backbone.patch_size, (long long)config.backbone.embed_dim,
@@ -242,16 +197,9 @@ int run(int argc, char** argv) {
   if (flags.get_bool("no-eval")) return 0;
 
   // k-NN: the labelled bank and the held-out queries.
-  std::shared_ptr<hg::data::Dataset> bank, queries;
-  if (synthetic) {
-    bank = dataset;
-    queries = std::make_shared<hg::data::SyntheticTissue>(size_t(flags.get_int("eval-tiles-per-class")), tile,
-                                                          config.seed + 1000003);
-  } else if (!flags.get_string("eval-test").empty()) {
-    bank = flags.get_string("eval-train").empty() ? dataset : open_folder(flags.get_string("eval-train"), policy);
-    queries = open_folder(flags.get_string("eval-test"), policy);
-  }
-  if (!bank || !queries || bank->classes().empty() || queries->classes().empty()) {
+  const hg::training::KnnSets sets = hg::training::knn_sets(flags, synthetic, dataset, tile, config.seed, policy);
+  const auto& [bank, queries] = sets;
+  if (!sets.usable()) {
     std::printf("k-NN: skipped (give labelled folders with --eval-train/--eval-test)\n");
     return 0;
   }
@@ -271,11 +219,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "\nerror: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return hg::training::run_main(run, argc, argv); }

@@ -5,7 +5,6 @@
 // atomic and --resume continues to the same numbers. Default data: the built-in synthetic H&E tiles.
 #include <chrono>
 #include <cstdio>
-#include <exception>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -66,36 +65,22 @@ int run(int argc, char** argv) {
   c.model.decoder_depth = f.get_int("decoder-depth");
   c.model.decoder_num_heads = f.get_int("decoder-heads");
   c.model.norm_pix_loss = f.get_bool("norm-pix-loss");
-  c.epochs = f.get_int("epochs");
-  c.batch_size = f.get_int("batch-size");
+  hg::training::read_schedule(f, c);
   c.blr = f.get_double("blr");
-  c.min_lr = f.get_double("min-lr");
-  c.warmup_epochs = f.get_int("warmup-epochs");
-  c.weight_decay = f.get_double("weight-decay");
   c.mask_ratio = f.get_double("mask-ratio");
-  c.seed = static_cast<uint64_t>(f.get_int("seed"));
-  c.threads = static_cast<int>(f.get_int("threads"));
-  c.num_workers = static_cast<int>(f.get_int("workers"));
+  hg::training::read_seed_and_threads(f, c);
 
-  const std::string out = f.get_string("out"), data = f.get_string("data"), policy_name = f.get_string("on-bad-image");
-  HG_CHECK(policy_name == "skip" || policy_name == "stop", "flags", "--on-bad-image expects skip or stop, got '",
-           policy_name, "'");
-  const auto policy = policy_name == "skip" ? hg::data::OnBadImage::Skip : hg::data::OnBadImage::Stop;
+  const std::string out = f.get_string("out");
+  const auto policy = hg::training::bad_image_policy(f.get_string("on-bad-image"));
   fs::create_directories(out);
-  std::shared_ptr<hg::data::Dataset> dataset;
-  if (data == "synthetic")
-    dataset = std::make_shared<hg::data::SyntheticTissue>(size_t(f.get_int("tiles-per-class")),
-                                                          static_cast<int>(f.get_int("tile-size")), c.seed);
-  else
-    dataset = std::make_shared<hg::data::UnlabeledImages>(data, policy);
+  // MAE uses no labels: a folder is every image under it, whatever its layout.
+  const std::shared_ptr<hg::data::Dataset> dataset =
+      hg::training::open_data(f, c.seed, policy, hg::training::FolderLabels::None);
 
   hg::ssl::MAETrainer trainer(c, dataset);
   const std::string checkpoint = (fs::path(out) / "checkpoint.safetensors").string();
   const std::string resume = f.get_string("resume");
-  if (!resume.empty()) {
-    trainer.load(resume);
-    std::cerr << "resumed from " << resume << " at iteration " << trainer.iteration() << "\n";
-  }
+  hg::training::resume_from(trainer, resume);
   std::printf("MAE: ViT patch %lld, width %lld, depth %lld; decoder %lld x %lld; %zu images, %lld epochs x %lld "
               "iterations, mask ratio %.2f\n",
               (long long)c.model.patch_size, (long long)c.model.embed_dim, (long long)c.model.depth,
@@ -138,11 +123,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "\nerror: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return hg::training::run_main(run, argc, argv); }

@@ -1,6 +1,7 @@
 // What the training programs (train_dino, train_dinov2, train_mae) share around their loops:
-// flags from the command line and a config file, a progress bar, a CSV log that continues
-// on --resume, a PNG plot of the loss curve, and the stop on a non-finite loss.
+// flags from the command line and a config file, the options they read the same way (data,
+// k-NN sets, schedule, threads), a progress bar, a CSV log that continues on --resume, a PNG
+// plot of the loss curve, and the stop on a non-finite loss.
 // Checkpoints themselves are io/training_state.hpp.
 #pragma once
 #include <algorithm>
@@ -10,10 +11,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -22,6 +25,8 @@
 #include <vector>
 
 #include <histograd/core/error.hpp>
+#include <histograd/data/dataset.hpp>
+#include <histograd/data/synthetic_tissue.hpp>
 #include <histograd/io/image.hpp>
 
 namespace histograd::training {
@@ -219,6 +224,141 @@ class Flags {
   std::vector<std::string> order_;
   bool help_requested_ = false;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Options the programs share, read into their configs. Each program declares its own (defaults
+// and help differ, and the declaration order is the order of --help); the readers are templates
+// over the trainer configs so this header needs no ssl/ include.
+
+// --on-bad-image: skip or stop.
+inline data::OnBadImage bad_image_policy(const std::string& value) {
+  if (value == "skip") return data::OnBadImage::Skip;
+  if (value == "stop") return data::OnBadImage::Stop;
+  fail("flags", "--on-bad-image expects skip or stop, got '", value, "'");
+}
+
+// An ImageFolder when the folder has one sub-folder per class with images, else every image under it.
+inline std::shared_ptr<data::Dataset> open_folder(const std::string& path, data::OnBadImage policy) {
+  try {
+    return std::make_shared<data::ImageFolder>(path, policy);
+  } catch (const Error&) {
+    return std::make_shared<data::UnlabeledImages>(path, policy);
+  }
+}
+
+// The pretraining images of --data: "synthetic" is --tiles-per-class built-in H&E tiles per class
+// of side --tile-size drawn with `seed`; anything else a folder, opened by open_folder or, with
+// FolderLabels::None, as unlabeled images whatever its layout.
+enum class FolderLabels { IfClasses, None };
+inline std::shared_ptr<data::Dataset> open_data(const Flags& f, uint64_t seed, data::OnBadImage policy,
+                                                FolderLabels labels = FolderLabels::IfClasses) {
+  const std::string path = f.get_string("data");
+  if (path == "synthetic")
+    return std::make_shared<data::SyntheticTissue>(size_t(f.get_int("tiles-per-class")),
+                                                   static_cast<int>(f.get_int("tile-size")), seed);
+  if (labels == FolderLabels::None) return std::make_shared<data::UnlabeledImages>(path, policy);
+  return open_folder(path, policy);
+}
+
+// The k-NN bank (labelled neighbours) and queries. Synthetic data: the pretraining set as the bank
+// (or, with bank_tiles_per_class > 0, that many other tiles per class) and --eval-tiles-per-class
+// held-out tiles as queries. A folder: --eval-train (default: the pretraining set) and --eval-test,
+// none without --eval-test.
+struct KnnSets {
+  std::shared_ptr<data::Dataset> bank, queries;
+  bool usable() const { return bank && queries && !bank->classes().empty() && !queries->classes().empty(); }
+};
+inline KnnSets knn_sets(const Flags& f, bool synthetic, const std::shared_ptr<data::Dataset>& pretraining, int tile,
+                        uint64_t seed, data::OnBadImage policy, int64_t bank_tiles_per_class = 0) {
+  KnnSets sets;
+  if (synthetic) {
+    sets.bank = bank_tiles_per_class > 0
+                    ? std::make_shared<data::SyntheticTissue>(size_t(bank_tiles_per_class), tile, seed + 2000003)
+                    : pretraining;
+    sets.queries =
+        std::make_shared<data::SyntheticTissue>(size_t(f.get_int("eval-tiles-per-class")), tile, seed + 1000003);
+  } else if (!f.get_string("eval-test").empty()) {
+    sets.bank = f.get_string("eval-train").empty() ? pretraining : open_folder(f.get_string("eval-train"), policy);
+    sets.queries = open_folder(f.get_string("eval-test"), policy);
+  }
+  return sets;
+}
+
+// The ViT of DINO and DINOv2: image side --global-size, --patch-size, --embed-dim, --depth,
+// --heads, MLP 4 x width. Drop path and the rest are the program's.
+template <class ViTConfig>
+void read_vit(const Flags& f, ViTConfig& b, const std::string& name) {
+  b.name = name;
+  b.image_size = f.get_int("global-size");
+  b.patch_size = f.get_int("patch-size");
+  b.embed_dim = f.get_int("embed-dim");
+  b.depth = f.get_int("depth");
+  b.num_heads = f.get_int("heads");
+  b.mlp_hidden = 4 * b.embed_dim;
+}
+
+// Multi-crop sizes and scales (global crops cover [--global-scale-min, 1], local ones
+// [0.05, --local-scale-max]), with vertical flips and right-angle turns: tissue has no up or down.
+template <class MultiCropConfig>
+void read_crops(const Flags& f, MultiCropConfig& crops) {
+  crops.global_size = f.get_int("global-size");
+  crops.local_size = f.get_int("local-size");
+  crops.local_crops = f.get_int("local-crops");
+  crops.global_scale = {f.get_double("global-scale-min"), 1.0};
+  crops.local_scale = {0.05, f.get_double("local-scale-max")};
+  crops.vertical_flip = true;
+  crops.rotate90 = true;
+}
+
+// Run length and the AdamW schedule every trainer has: --epochs, --batch-size, --min-lr,
+// --warmup-epochs, --weight-decay.
+template <class Config>
+void read_schedule(const Flags& f, Config& c) {
+  c.epochs = f.get_int("epochs");
+  c.batch_size = f.get_int("batch-size");
+  c.min_lr = f.get_double("min-lr");
+  c.warmup_epochs = f.get_int("warmup-epochs");
+  c.weight_decay = f.get_double("weight-decay");
+}
+
+// What DINO and DINOv2 add to it: --lr, --weight-decay-end, the teacher's momentum and
+// temperatures, --clip-grad.
+template <class Config>
+void read_teacher_schedule(const Flags& f, Config& c) {
+  c.lr = f.get_double("lr");
+  c.weight_decay_end = f.get_double("weight-decay-end");
+  c.momentum_teacher = f.get_double("momentum-teacher");
+  c.teacher_temp = f.get_double("teacher-temp");
+  c.warmup_teacher_temp = f.get_double("warmup-teacher-temp");
+  c.warmup_teacher_temp_epochs = f.get_int("warmup-teacher-temp-epochs");
+  c.clip_grad = f.get_double("clip-grad");
+}
+
+// --seed, --threads (compute), --workers (data loader).
+template <class Config>
+void read_seed_and_threads(const Flags& f, Config& c) {
+  c.seed = static_cast<uint64_t>(f.get_int("seed"));
+  c.threads = static_cast<int>(f.get_int("threads"));
+  c.num_workers = static_cast<int>(f.get_int("workers"));
+}
+
+// --resume: continues `trainer` from that checkpoint, saying so on stderr.
+template <class Trainer>
+void resume_from(Trainer& trainer, const std::string& checkpoint) {
+  if (checkpoint.empty()) return;
+  trainer.load(checkpoint);
+  std::cerr << "resumed from " << checkpoint << " at iteration " << trainer.iteration() << "\n";
+}
+
+// A program's main(): `run`, with any exception reported as one line on stderr and exit status 1.
+inline int run_main(int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "\nerror: " << e.what() << "\n";
+    return 1;
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Progress on stderr: "[#####.....] 120/1000 loss 3.1416 | 12.3 img/s | ETA 01:23". On a terminal
