@@ -20,6 +20,37 @@ TEST_CASE("graph is freed after backward unless retained") {
   CHECK_THROWS_WITH_AS(y.backward(), doctest::Contains("a second time"), hg::Error);
 }
 
+// PyTorch frees a node's saved tensors right after that node's backward has run; without it,
+// every activation of a training step stays alive until the last gradient is made.
+TEST_CASE("backward frees an activation once the nodes that saved it have run") {
+  auto x = hg::tensor<double>({0.5, -1.0, 2.0}).requires_grad_();
+  std::weak_ptr<hg::Storage<double>> activation;
+  bool freed_before_probe = false, retained_before_probe = false;
+  auto step = [&](bool retain) {
+    // probe: identity whose backward records whether `activation` is gone by the time it runs,
+    // i.e. after exp (which saved its output) and mul (which saved its inputs) have run
+    auto probe = x.detach().clone();
+    hg::autograd::record<double>(probe, "Probe", {x}, [&, retain](const hg::Tensor<double>& g, const hg::NeedsGrad&) {
+      (retain ? retained_before_probe : freed_before_probe) = activation.expired();
+      return std::vector<hg::Tensor<double>>{g};
+    });
+    hg::Tensor<double> loss;
+    {
+      auto h = hg::exp(probe);
+      activation = h.storage();
+      loss = hg::sum(h * h);
+    }
+    CHECK(!activation.expired());  // held by the graph alone
+    loss.backward(hg::Tensor<double>(), retain);
+  };
+  step(false);
+  CHECK(freed_before_probe);
+  check_close(x.grad(), {2 * std::exp(1.0), 2 * std::exp(-2.0), 2 * std::exp(4.0)}, 1e-10);
+  x.zero_grad();
+  step(true);
+  CHECK(!retained_before_probe);  // retain_graph keeps it for a second backward
+}
+
 TEST_CASE("no_grad and detach stop recording") {
   auto x = hg::tensor<double>({1.0}).requires_grad_();
   {

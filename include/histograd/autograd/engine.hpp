@@ -1,8 +1,11 @@
 // The backward pass: topologically order the graph below a root, walk it from the root,
 // call each node's closure and accumulate the gradients it returns. Leaves that require
-// grad receive them in .grad() (summed across backward calls, like PyTorch). The graph's
-// closures are then released (pass retain_graph to keep them for a second backward).
+// grad receive them in .grad() (summed across backward calls, like PyTorch). Each node's
+// closure (its saved tensors) and its links to its inputs are released as soon as it has run,
+// so activations are freed during the walk, not after it, as PyTorch does (pass retain_graph
+// to keep the graph for a second backward).
 #pragma once
+#include <memory>
 #include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
@@ -49,41 +52,60 @@ void accumulate_grad(TensorImpl<T>& impl, const Tensor<T>& grad) {
   else impl.grad = add_same_shape(Tensor<T>(impl.grad), grad).impl();
 }
 
-// Post-order of the non-leaf vertices reachable from root (inputs before their users).
+// Post-order of the vertices reachable from root (inputs before their users). The order owns
+// a reference to each, so a vertex outlives the release of its users' links until it is visited.
 template <class T>
-std::vector<TensorImpl<T>*> topological_order(TensorImpl<T>* root) {
-  std::vector<TensorImpl<T>*> order;
-  std::unordered_set<TensorImpl<T>*> seen{root};
-  std::vector<std::pair<TensorImpl<T>*, size_t>> stack{{root, 0}};  // explicit stack: deep graphs
+std::vector<std::shared_ptr<TensorImpl<T>>> topological_order(const std::shared_ptr<TensorImpl<T>>& root) {
+  std::vector<std::shared_ptr<TensorImpl<T>>> order;
+  std::unordered_set<TensorImpl<T>*> seen{root.get()};
+  std::vector<std::pair<std::shared_ptr<TensorImpl<T>>, size_t>> stack{{root, 0}};  // explicit stack: deep graphs
   while (!stack.empty()) {
     auto& [impl, next] = stack.back();
     const auto* node = impl->grad_fn.get();
     if (node && next < node->inputs.size()) {
-      TensorImpl<T>* child = node->inputs[next++].get();
-      if (child && seen.insert(child).second) stack.push_back({child, 0});
+      const std::shared_ptr<TensorImpl<T>>& child = node->inputs[next++];
+      if (child && seen.insert(child.get()).second) stack.push_back({child, 0});
     } else {
-      order.push_back(impl);
+      order.push_back(std::move(impl));
       stack.pop_back();
     }
   }
   return order;
 }
 
+// Frees what a node holds for its backward: the closure with its saved tensors, and its inputs.
+template <class T>
+void release_node(Node<T>& node) {
+  node.backward = nullptr;
+  node.inputs.assign(node.inputs.size(), nullptr);
+  node.needs.assign(node.needs.size(), false);
+}
+
 template <class T>
 void run_backward(const Tensor<T>& root, const Tensor<T>& root_grad, bool retain_graph) {
   HG_CHECK(root.requires_grad(), "backward",
            "the tensor does not require grad (no input had requires_grad_(true), or it was computed under NoGradGuard)");
-  std::vector<TensorImpl<T>*> order = topological_order(root.impl().get());
+  std::vector<std::shared_ptr<TensorImpl<T>>> order = topological_order(root.impl());
   std::unordered_map<TensorImpl<T>*, Tensor<T>> grads;
   grads[root.impl().get()] = root_grad;
   NoGradGuard no_grad;  // gradients are computed without recording a graph of their own
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    TensorImpl<T>* impl = *it;
+    // Every user of this vertex has run (reverse post-order): after it runs, nothing in the walk
+    // needs it, so drop the walk's reference and, unless the graph is retained, its node's.
+    const std::shared_ptr<TensorImpl<T>> vertex = std::move(*it);
+    TensorImpl<T>* impl = vertex.get();
+    Node<T>* node = impl->grad_fn.get();
+    struct Release {  // also on the paths that skip the node or throw
+      Node<T>* node;
+      bool retain;
+      ~Release() {
+        if (node && !retain) release_node(*node);
+      }
+    } release{node, retain_graph};
     auto found = grads.find(impl);
     if (found == grads.end()) continue;
     Tensor<T> grad = std::move(found->second);
     grads.erase(found);
-    Node<T>* node = impl->grad_fn.get();
     if (!node || impl->retains_grad) accumulate_grad(*impl, node ? grad.detach() : std::move(grad));
     if (!node) continue;
     HG_CHECK(node->backward != nullptr, "backward",
@@ -104,13 +126,6 @@ void run_backward(const Tensor<T>& root, const Tensor<T>& root_grad, bool retain
       else slot->second = add_same_shape(slot->second, g);
     }
   }
-  if (!retain_graph)
-    for (TensorImpl<T>* impl : order)
-      if (impl->grad_fn) {
-        impl->grad_fn->backward = nullptr;  // frees saved tensors
-        impl->grad_fn->inputs.assign(impl->grad_fn->inputs.size(), nullptr);
-        impl->grad_fn->needs.assign(impl->grad_fn->needs.size(), false);
-      }
 }
 
 }  // namespace autograd
