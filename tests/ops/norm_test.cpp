@@ -97,6 +97,33 @@ TEST_CASE("gradcheck: normalize for p = 1, 2, 3 along any dim") {
   check_gradients([](const Inputs& in) { return hg::normalize(in[0], 2.0, -1, 0.5); }, {rows});
 }
 
+TEST_CASE("weight_norm: values and gradients from PyTorch, gradcheck, and what it refuses") {
+  auto v = hg::tensor<double>({3, 4, 0, 1, -2, 2, 0.5, 0.25, -1}, {3, 3}).requires_grad_();
+  auto g = hg::tensor<double>({2, -1, 0.5}, {3, 1}).requires_grad_();
+  auto w = hg::weight_norm(v, g);
+  // torch._weight_norm(v, g, 0), then (w * up).sum().backward()
+  check_close(w, {1.2, 1.6, 0.0, -1.0 / 3, 2.0 / 3, -2.0 / 3, 0.2182178902359924, 0.1091089451179962, -0.4364357804719848},
+              1e-15);
+  hg::sum(w * hg::tensor<double>({1, -1, 0.5, 0.25, 2, -1, 3, 0, 1}, {3, 3})).backward();
+  check_close(v.grad(), {0.448, -0.336, 0.2, -0.2962962962962963, -0.24074074074074076, -0.09259259259259256,
+                         1.2261767165641477, -0.04156531242590331, 0.6026970301755981}, 1e-14);
+  check_close(g.grad(), {-0.2, -1.9166666666666667, 0.4364357804719848}, 1e-14);
+  // the composed formula it replaces, and autograd's gradients of both, on a transposed (strided) v
+  auto vs = random_input({6, 5}, 41, true), gs = random_input({5, 1}, 42);
+  check_gradients([](const Inputs& in) { return hg::weight_norm(in[0].transpose(0, 1), in[1]); }, {vs, gs});
+  check_gradients([](const Inputs& in) { return hg::weight_norm(in[0], in[1]).narrow(1, 1, 3); },
+                  {random_input({4, 7}, 43), random_input({4, 1}, 44)});
+  auto vt = vs.transpose(0, 1);
+  check_close(hg::weight_norm(vt, gs), vt * (gs / hg::sqrt(hg::sum(vt * vt, {1}, true))), 1e-14);
+  // g frozen (the DINO head's norm_last_layer): only v gets a gradient
+  auto v2 = random_input({3, 4}, 45).requires_grad_();
+  hg::sum(hg::weight_norm(v2, hg::ones<double>({3, 1}))).backward();
+  CHECK(v2.grad().defined());
+  CHECK_THROWS_WITH_AS(hg::weight_norm(v2, hg::ones<double>({4, 1})), doctest::Contains("weight_norm: expected g of shape [3, 1]"), hg::Error);
+  CHECK_THROWS_WITH_AS(hg::weight_norm(hg::ones<double>({3}), hg::ones<double>({3, 1})),
+                       doctest::Contains("weight_norm: expected v of shape [rows, cols]"), hg::Error);
+}
+
 TEST_CASE("float gradients of layer_norm and normalize agree with double") {
   auto x = random_input({4, 6}, 40, true), w = random_input({6}, 41), b = random_input({6}, 42);
   auto grads = [](auto x_in, auto w_in, auto b_in) {

@@ -2,6 +2,8 @@
 // and normalize, x / max(||x||_p, eps) along one dim (F.normalize, used on CLIP embeddings and
 // the DINO head's bottleneck). On CUDA: layer_norm runs cuda/layer_norm.hpp's kernels (float32),
 // normalize is composed of device elementwise and reduction ops (autograd gives its backward).
+// weight_norm: nn.utils.weight_norm's w = g · v / ||v|| per output row (kernels in
+// cpu/weight_norm.hpp; composed from device ops on CUDA).
 #pragma once
 #include <cmath>
 #include <type_traits>
@@ -10,6 +12,7 @@
 #include "../core/tensor.hpp"
 #include "../cpu/elementwise.hpp"
 #include "../cpu/layer_norm.hpp"
+#include "../cpu/weight_norm.hpp"
 #include "../cuda/layer_norm.hpp"
 #include "elementwise.hpp"
 #include "reduce.hpp"
@@ -119,6 +122,31 @@ Tensor<T> normalize(const Tensor<T>& x, double p = 2.0, int64_t dim = -1, double
       }, "normalize")};
     });
   return y;
+}
+
+// weight_norm: w[r, :] = g[r] · v[r, :] / ||v[r, :]||₂ for v [rows, cols] and g [rows, 1]
+// (torch._weight_norm(v, g, 0); no eps, so an all-zero row gives NaN as in torch). Saves the row
+// norms; dv = (g/n)(dw - v·(Σ dw·v)/n²), dg = (Σ dw·v)/n.
+template <class T>
+Tensor<T> weight_norm(const Tensor<T>& v, const Tensor<T>& g) {
+  HG_CHECK(v.dim() == 2, "weight_norm", "expected v of shape [rows, cols], got ", to_string(v.shape()));
+  HG_CHECK(g.shape() == Shape({v.size(0), 1}), "weight_norm", "expected g of shape [", v.size(0), ", 1], got ",
+           to_string(g.shape()));
+  HG_CHECK(g.device() == v.device(), "weight_norm", "expected g on ", v.device().str(), ", got ", g.device().str());
+  if (v.device().is_cuda()) return v * (g / sqrt(sum(square(v), {1}, true)));
+  const int64_t rows = v.size(0), cols = v.size(1);
+  const Tensor<T> vc = v.detach().contiguous(), gc = g.detach().contiguous();
+  Tensor<T> w({rows, cols}), norms({rows});
+  cpu::weight_norm_forward(vc.data(), gc.data(), rows, cols, w.data(), norms.data());
+  if (autograd::needs_grad(v, g))
+    autograd::record(w, "WeightNorm", {v, g}, [vc, gc, norms, rows, cols](const Tensor<T>& grad, const NeedsGrad& need) {
+      const Tensor<T> dw = grad.contiguous();
+      Tensor<T> dv = need[0] ? Tensor<T>({rows, cols}) : Tensor<T>(), dg = need[1] ? Tensor<T>({rows, 1}) : Tensor<T>();
+      cpu::weight_norm_backward(dw.data(), vc.data(), gc.data(), norms.data(), rows, cols,
+                                need[0] ? dv.data() : nullptr, need[1] ? dg.data() : nullptr);
+      return std::vector<Tensor<T>>{dv, dg};
+    });
+  return w;
 }
 
 }  // namespace histograd

@@ -55,9 +55,9 @@ class WeightNormLinear : public nn::Module<T> {
     }
     weight_v.requires_grad_(true);
   }
-  // The effective [out, in] weight, differentiable in v (and g when it requires grad); as
-  // torch's _weight_norm: v * (g / ||v||).
-  Tensor<T> weight() const { return weight_v * (weight_g / sqrt(sum(weight_v * weight_v, {1}, true))); }
+  // The effective [out, in] weight, differentiable in v (and g when it requires grad):
+  // torch's _weight_norm, v * (g / ||v||), as one fused op.
+  Tensor<T> weight() const { return weight_norm(weight_v, weight_g); }
   Tensor<T> forward(const Tensor<T>& x) const { return linear(x, weight()); }
   void visit(nn::ModuleVisitor<T>& v) override {
     v.parameter("weight_g", weight_g);

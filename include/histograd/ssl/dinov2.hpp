@@ -55,7 +55,7 @@ class DINOv2Head : public nn::Module<T> {
     return normalize(h, 2.0, -1, 1e-12);
   }
   // torch.nn.utils.weight_norm with dim 0: v · (g / ||v_row||), no eps.
-  Tensor<T> last_layer_weight() const { return weight_v * (weight_g / sqrt(sum(square(weight_v), {1}, true))); }
+  Tensor<T> last_layer_weight() const { return weight_norm(weight_v, weight_g); }
 
   void visit(nn::ModuleVisitor<T>& v) override {
     if (mlp.size() == 1) {
