@@ -17,7 +17,8 @@ rotations); PIL and torchvision random streams differ from train_dino's, so sing
 by a few points and only the picture should agree.
 
 Run:
-  build/examples/synthetic_tiles --out /tmp/tiles      # train_dino's tiles for --seed 0
+  cmake --build build/main --target synthetic_tiles    # after scripts/run_main.sh configured build/main
+  build/main/examples/synthetic_tiles --out /tmp/tiles  # train_dino's tiles for --seed 0
   python3 scripts/reference_dino_quickstart.py --tiles /tmp/tiles [--eval-every 156]
 Flags mirror train_dino's (--patch-size, --epochs, --momentum-teacher, ...).
 """
