@@ -7,8 +7,9 @@
 //    dS go from registers straight into the following product (no shared-memory round trip).
 //  - *_hopper (attention_hopper.cuh, attention_hopper_bwd.cuh): the sm_90a forward (head dim 128
 //    only: v1 is faster at 64) and backward (64 and 128) on warpgroup MMAs (wgmma), chosen by
-//    AttentionKernel::flash where the device is sm_90 and the library holds sm_90a code (HISTOGRAD_ATTENTION_BWD=v1 in the environment keeps the backward
-//    on flash_v1's kernel, a bypass should the Hopper one misbehave).
+//    AttentionKernel::flash where the device is sm_90 and the library holds sm_90a code
+//    (HISTOGRAD_ATTENTION_BWD=v1 in the environment keeps the backward on flash_v1's kernel, a
+//    bypass should the Hopper one misbehave).
 //  - dilated_gather/scatter: LongNet's index mapping (MODELS.md §14.2).
 // Fragment layouts are PTX ISA §9.7.14.5.8 (m16n8k16) and §9.7.14.5.15 (ldmatrix).
 #include <cuda_bf16.h>
