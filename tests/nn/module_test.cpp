@@ -159,3 +159,53 @@ TEST_CASE("SkipInit allocates without drawing, only while it lives, and a strict
   check_close(drawn.bias, {0, 0, 0}, 0);
   CHECK(hg::amax(hg::abs(drawn.weight)).item() > 0);
 }
+
+TEST_CASE("to(Device): a no-op on the device already held; a failed move leaves the module whole") {
+  Net net;
+  net.head.weight.requires_grad_(true);
+  const hg::Tensor<float> weight_before = net.head.weight, running_before = net.running;
+  CHECK(&net.to(hg::kCPU) == &net);
+  CHECK(net.head.weight.is_same(weight_before));  // nothing copied
+  CHECK(net.running.is_same(running_before));
+  // This machine (and CI) has no GPU, or histograd was built without CUDA: either way the move
+  // must fail with a histograd::Error and leave every tensor where it was. With a GPU the suite
+  // tests/cuda/optim_test.cpp checks the move itself.
+  bool moved = false;
+  try {
+    net.cuda();
+    moved = true;
+  } catch (const hg::Error&) {
+  }
+  if (!moved) {
+    for (auto& [name, t] : net.state_dict()) {
+      CAPTURE(name);
+      CHECK(t.device().is_cpu());
+    }
+    CHECK(net.head.weight.is_same(weight_before));
+    CHECK(net.head.weight.requires_grad());
+  } else {
+    for (auto& [name, t] : net.state_dict()) CHECK(t.device().is_cuda());
+    CHECK(net.head.weight.requires_grad());
+    net.cpu();
+    CHECK(net.head.weight.device().is_cpu());
+  }
+}
+
+TEST_CASE("to(Device) keeps a tied weight one tensor") {
+  struct Tied : hg::nn::Module<float> {
+    Affine a, b;
+    void visit(hg::nn::ModuleVisitor<float>& v) override {
+      v.module("a", a);
+      v.module("b", b);
+    }
+  } tied;
+  tied.b.weight = tied.a.weight;  // as a shared head would
+  // A move to the CPU copies nothing, so the tie is checked where it must hold on any machine.
+  tied.to(hg::kCPU);
+  CHECK(tied.a.weight.is_same(tied.b.weight));
+  try {
+    tied.cuda();
+  } catch (const hg::Error&) {
+  }
+  CHECK(tied.a.weight.is_same(tied.b.weight));
+}

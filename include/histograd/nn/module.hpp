@@ -147,6 +147,34 @@ class Module {
     }
   }
 
+  // torch's module.to(device): every parameter and buffer not already on `device` is replaced
+  // by a contiguous copy there (gradients are not carried), parameters keeping requires_grad; a
+  // tensor the tree lists twice (tied weights) stays one tensor. Handles taken earlier (an
+  // optimizer's, a copy of this module) keep the old tensors, so move a model before building
+  // its optimizer, as in PyTorch. Returns *this.
+  Module& to(const Device& device) {
+    NoGradGuard no_grad;
+    std::map<const TensorImpl<T>*, Tensor<T>> moved;
+    // Every copy is made before any tensor is replaced, so a failed copy (no device, out of
+    // memory) leaves the module whole on its old device.
+    Walk copy_all(true, true, [&](const std::string&, Tensor<T>& target, bool) {
+      if (target.device() == device) return;
+      auto [it, first_visit] = moved.try_emplace(target.impl().get());
+      if (first_visit) {
+        it->second = target.detach().to(device);
+        if (target.requires_grad()) it->second.requires_grad_(true);
+      }
+    });
+    visit_recursive(copy_all, "");
+    Walk replace_all(true, true, [&](const std::string&, Tensor<T>& target, bool) {
+      if (auto it = moved.find(target.impl().get()); it != moved.end()) target = it->second;
+    });
+    visit_recursive(replace_all, "");
+    return *this;
+  }
+  Module& cuda(int index = 0) { return to(Device::cuda(index)); }
+  Module& cpu() { return to(kCPU); }
+
   // The AdamW split described at ParameterGroups.
   ParameterGroups<T> parameter_groups() {
     std::set<std::string> exempt;

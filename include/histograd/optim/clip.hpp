@@ -1,7 +1,8 @@
 // Gradient surgery between backward() and step(): DINO's per-parameter clipping and its
 // last-layer freeze (dino/utils.py clip_gradients, cancel_gradients_last_layer), and the
 // global-norm clip of torch.nn.utils.clip_grad_norm_ that DINOv2 applies per submodule.
-// Norms are accumulated in double; gradients are scaled in place as the references do.
+// Norms are accumulated in double; gradients are scaled in place as the references do. GPU
+// gradients are measured in one cuda/optim.cu call (one host sync) and scaled in one launch.
 #pragma once
 #include <cmath>
 #include <string>
@@ -11,6 +12,9 @@
 #include "../autograd/grad_mode.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/parallel.hpp"
+#include "../cuda/optim.hpp"
+#include "../cuda/runtime.hpp"
+#include "../ops/device.hpp"
 
 namespace histograd::optim {
 
@@ -36,19 +40,80 @@ double squared_norm(const Tensor<T>& grad) {
   return total;
 }
 
-// grad *= factor, in place where the gradient is contiguous, else replaced by a scaled copy.
+// The gradient of param, made contiguous in place (replaced by a contiguous copy) if needed.
 template <class T>
-void scale_gradient(Tensor<T>& param, T factor) {
-  NoGradGuard no_grad;
+Tensor<T> contiguous_gradient(Tensor<T>& param) {
   Tensor<T> grad = param.grad();
   if (!grad.is_contiguous()) {
     grad = grad.contiguous().clone();
     param.set_grad(grad);
   }
-  T* g = grad.data();
-  cpu::parallel_for(grad.numel(), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) g[k] *= factor;
+  return grad;
+}
+
+// Runs fn() for a batch of GPU gradients, all on one device; fails clearly without kernels.
+template <class T, class Fn>
+void on_device(const std::vector<Tensor<T>>& grads, const char* op, [[maybe_unused]] Fn&& fn) {
+  if (grads.empty()) return;
+  for (const auto& g : grads) ::histograd::detail::require_same_device(grads.front().device(), g.device(), op);
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (::histograd::detail::one_of<T, float, double>) {
+    cuda::set_device(grads.front().device().index);
+    fn();
+    return;
+  }
+#endif
+  ::histograd::detail::no_cuda_kernel(op, dtype_name<T>());
+}
+
+// Σ g² of each gradient, in double (GPU gradients in one call).
+template <class T>
+std::vector<double> squared_norms(const std::vector<Tensor<T>>& grads, const char* op) {
+  std::vector<double> out(grads.size());
+  std::vector<Tensor<T>> device_grads;
+  std::vector<size_t> device_index;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (::histograd::detail::is_cuda(grads[i])) {
+      device_grads.push_back(grads[i].contiguous());
+      device_index.push_back(i);
+    } else {
+      out[i] = squared_norm(grads[i]);
+    }
+  }
+  on_device(device_grads, op, [&] {
+    std::vector<const T*> data;
+    std::vector<int64_t> sizes;
+    for (const auto& g : device_grads) {
+      data.push_back(g.device_data());
+      sizes.push_back(g.numel());
+    }
+    std::vector<double> norms(device_grads.size());
+    cuda::squared_norms(data.data(), sizes.data(), int64_t(data.size()), norms.data());
+    for (size_t j = 0; j < norms.size(); ++j) out[device_index[j]] = norms[j];
   });
+  return out;
+}
+
+// grad *= factor for each (parameter, factor), in place (GPU gradients in one launch).
+template <class T>
+void scale_gradients(std::vector<std::pair<Tensor<T>, T>> scaled, const char* op) {
+  NoGradGuard no_grad;
+  std::vector<Tensor<T>> device_grads;
+  std::vector<cuda::ScaleTensor<T>> entries;
+  for (auto& [param, factor] : scaled) {
+    Tensor<T> grad = contiguous_gradient(param);
+    if (::histograd::detail::is_cuda(grad)) {
+      device_grads.push_back(grad);
+      entries.push_back({grad.device_data(), grad.numel(), factor});
+      continue;
+    }
+    T* g = grad.data();
+    const T f = factor;
+    cpu::parallel_for(grad.numel(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) g[k] *= f;
+    });
+  }
+  on_device(device_grads, op, [&] { cuda::scale(entries.data(), int64_t(entries.size())); });
 }
 }  // namespace detail
 
@@ -58,17 +123,22 @@ void scale_gradient(Tensor<T>& param, T factor) {
 template <class T>
 std::vector<double> clip_gradients(const NamedParameters<T>& named_params, double clip) {
   HG_CHECK(clip > 0, "clip_gradients", "expected a positive clip value, got ", clip);
+  std::vector<Tensor<T>> params, grads;
+  for (const auto& [name, param] : named_params)
+    if (param.grad().defined()) {
+      params.push_back(param);
+      grads.push_back(param.grad());
+    }
+  const std::vector<double> squared = detail::squared_norms(grads, "clip_gradients");
   std::vector<double> norms;
-  for (const auto& [name, param] : named_params) {
-    if (!param.grad().defined()) continue;
-    const T norm = T(std::sqrt(detail::squared_norm(param.grad())));
+  std::vector<std::pair<Tensor<T>, T>> scaled;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const T norm = T(std::sqrt(squared[i]));
     norms.push_back(double(norm));
     const T coef = T(clip) / (norm + T(1e-6));
-    if (coef < T(1)) {
-      Tensor<T> p = param;
-      detail::scale_gradient(p, coef);
-    }
+    if (coef < T(1)) scaled.emplace_back(params[i], coef);
   }
+  detail::scale_gradients(std::move(scaled), "clip_gradients");
   return norms;
 }
 
@@ -78,20 +148,24 @@ std::vector<double> clip_gradients(const NamedParameters<T>& named_params, doubl
 template <class T>
 double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm) {
   HG_CHECK(max_norm >= 0, "clip_grad_norm", "expected a non-negative max_norm, got ", max_norm);
-  double sum = 0;
+  std::vector<Tensor<T>> with_grad, grads;
   for (const auto& p : params)
     if (p.grad().defined()) {
-      const T norm = T(std::sqrt(detail::squared_norm(p.grad())));
-      sum += double(norm) * double(norm);
+      with_grad.push_back(p);
+      grads.push_back(p.grad());
     }
+  double sum = 0;
+  for (double squared : detail::squared_norms(grads, "clip_grad_norm")) {
+    const T norm = T(std::sqrt(squared));
+    sum += double(norm) * double(norm);
+  }
   const T total = T(std::sqrt(sum));
   const T coef = std::min(T(max_norm) / (total + T(1e-6)), T(1));
-  if (!(coef == T(1)))
-    for (const auto& p : params)
-      if (p.grad().defined()) {
-        Tensor<T> handle = p;
-        detail::scale_gradient(handle, coef);
-      }
+  if (!(coef == T(1))) {
+    std::vector<std::pair<Tensor<T>, T>> scaled;
+    for (const auto& p : with_grad) scaled.emplace_back(p, coef);
+    detail::scale_gradients(std::move(scaled), "clip_grad_norm");
+  }
   return double(total);
 }
 template <class T>

@@ -3,6 +3,8 @@
 // correction counted per parameter). Groups carry lr / weight decay and DINOv2's multipliers
 // (dinov2/train/train.py apply_optim_scheduler), so schedules are driven per iteration the way
 // DINO (main_dino.py) and DINOv2 do it. step() runs under NoGradGuard and writes in place.
+// Parameters on a GPU are updated by cuda/optim.cu's multi-tensor kernels, all of them in one
+// launch, with the same per-element arithmetic (update_rules.hpp) as the CPU loop.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -17,7 +19,10 @@
 #include "../core/factories.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/parallel.hpp"
+#include "../cuda/optim.hpp"
 #include "../nn/module.hpp"
+#include "../ops/device.hpp"
+#include "update_rules.hpp"
 
 namespace histograd::optim {
 
@@ -246,7 +251,7 @@ class Optimizer {
   std::vector<std::vector<Tensor<T>>> make_buffers() const {
     std::vector<std::vector<Tensor<T>>> out(groups_.size());
     for (size_t g = 0; g < groups_.size(); ++g)
-      for (const auto& p : groups_[g].params) out[g].push_back(zeros<T>(p.shape()));
+      for (const auto& p : groups_[g].params) out[g].push_back(zeros<T>(p.shape(), p.device()));
     return out;
   }
   // Calls fn(g, i, key) for every parameter.
@@ -265,7 +270,26 @@ class Optimizer {
     if (!grad.defined()) return grad;
     HG_CHECK(grad.shape() == p.shape(), name_, "gradient of '", key(g, i), "' has shape ", to_string(grad.shape()),
              ", expected the parameter's ", to_string(p.shape()));
+    HG_CHECK(grad.device() == p.device(), name_, "gradient of '", key(g, i), "' is on ", grad.device().str(),
+             ", the parameter on ", p.device().str());
     return grad.contiguous();  // a user's set_grad() may have installed a strided view
+  }
+  // Runs the collected GPU updates (launch(entries) calls one cuda:: step) once all CPU
+  // parameters are done; every GPU parameter must be on one device.
+  template <class Entry, class Launch>
+  void launch_on_device(const std::vector<Entry>& entries, const std::vector<Tensor<T>>& on_device,
+                        [[maybe_unused]] Launch&& launch) const {
+    if (entries.empty()) return;
+    for (const auto& t : on_device)
+      ::histograd::detail::require_same_device(on_device.front().device(), t.device(), name_);
+#ifdef HISTOGRAD_WITH_CUDA
+    if constexpr (::histograd::detail::one_of<T, float, double>) {
+      cuda::set_device(on_device.front().device().index);
+      launch(entries);
+      return;
+    }
+#endif
+    ::histograd::detail::no_cuda_kernel(name_, dtype_name<T>());
   }
   void bump(size_t g, size_t i) { groups_[g].params[i].storage()->bump_version(); }
 
@@ -294,31 +318,32 @@ class SGD : public Optimizer<T> {
   // A parameter without a gradient is skipped and its buffer starts when its first gradient comes.
   void step() override {
     NoGradGuard no_grad;
+    std::vector<cuda::SGDTensor<T>> device_entries;
+    std::vector<Tensor<T>> device_tensors;  // keeps contiguous gradient copies alive until the launch
     for (size_t g = 0; g < this->groups_.size(); ++g) {
-      const T lr = T(this->groups_[g].effective_lr()), weight_decay = T(this->groups_[g].effective_weight_decay());
-      const T mu = T(momentum);
       for (size_t i = 0; i < this->groups_[g].params.size(); ++i) {
         Tensor<T> grad = this->gradient(g, i);
         if (!grad.defined()) continue;
-        T* p = this->groups_[g].params[i].data();
-        T* b = buffers_[g][i].data();
-        const T* gr = grad.data();
-        const bool first = !has_buffer_[g][i];
-        const bool use_momentum = momentum != 0, use_nesterov = nesterov;
-        cpu::parallel_for(grad.numel(), 8, [&](int64_t begin, int64_t end) {
-          for (int64_t k = begin; k < end; ++k) {
-            T d = gr[k] + weight_decay * p[k];
-            if (use_momentum) {
-              b[k] = first ? d : mu * b[k] + d;
-              d = use_nesterov ? d + mu * b[k] : b[k];
-            }
-            p[k] = p[k] + (-lr) * d;
-          }
-        });
+        const SGDCoefficients<T> c{T(this->groups_[g].effective_lr()), T(this->groups_[g].effective_weight_decay()),
+                                   T(momentum), momentum != 0, nesterov, !has_buffer_[g][i]};
+        Tensor<T>& param = this->groups_[g].params[i];
+        if (::histograd::detail::is_cuda(param)) {
+          device_entries.push_back({param.device_data(), grad.device_data(), buffers_[g][i].device_data(), param.numel(), c});
+          device_tensors.push_back(grad);
+        } else {
+          T* p = param.data();
+          T* b = buffers_[g][i].data();
+          const T* gr = grad.data();
+          cpu::parallel_for(grad.numel(), 8, [&](int64_t begin, int64_t end) {
+            for (int64_t k = begin; k < end; ++k) sgd_update(p[k], b[k], gr[k], c);
+          });
+        }
         if (momentum != 0) has_buffer_[g][i] = true;
         this->bump(g, i);
       }
     }
+    this->launch_on_device(device_entries, device_tensors,
+                           [](const auto& entries) { cuda::sgd_step(entries.data(), int64_t(entries.size())); });
   }
 
   double momentum;
@@ -371,6 +396,8 @@ class AdamW : public Optimizer<T> {
   // p -= lr / (1-β1^t) · m / (sqrt(v) / sqrt(1-β2^t) + eps)
   void step() override {
     NoGradGuard no_grad;
+    std::vector<cuda::AdamWTensor<T>> device_entries;
+    std::vector<Tensor<T>> device_tensors;  // keeps contiguous gradient copies alive until the launch
     for (size_t g = 0; g < this->groups_.size(); ++g) {
       const double lr = this->groups_[g].effective_lr(), weight_decay = this->groups_[g].effective_weight_decay();
       for (size_t i = 0; i < this->groups_[g].params.size(); ++i) {
@@ -378,24 +405,27 @@ class AdamW : public Optimizer<T> {
         if (!grad.defined()) continue;
         const int64_t t = ++steps_[g][i];
         const double correction1 = 1 - std::pow(beta1, double(t)), correction2 = 1 - std::pow(beta2, double(t));
-        const T decay = T(1 - lr * weight_decay), neg_step_size = T(-(lr / correction1));
-        const T sqrt_correction2 = T(std::sqrt(correction2)), weight1 = T(1 - beta1), b2 = T(beta2),
-                weight2 = T(1 - beta2), epsilon = T(eps);
-        T* p = this->groups_[g].params[i].data();
-        T* m = exp_avg_[g][i].data();
-        T* v = exp_avg_sq_[g][i].data();
-        const T* gr = grad.data();
-        cpu::parallel_for(grad.numel(), 12, [&](int64_t begin, int64_t end) {
-          for (int64_t k = begin; k < end; ++k) {
-            p[k] *= decay;
-            m[k] = m[k] + weight1 * (gr[k] - m[k]);  // torch's lerp for weights < 0.5
-            v[k] = b2 * v[k] + weight2 * gr[k] * gr[k];
-            p[k] = p[k] + neg_step_size * m[k] / (std::sqrt(v[k]) / sqrt_correction2 + epsilon);
-          }
-        });
+        const AdamWCoefficients<T> c{T(1 - lr * weight_decay), T(-(lr / correction1)), T(std::sqrt(correction2)),
+                                     T(1 - beta1), T(beta2), T(1 - beta2), T(eps)};
+        Tensor<T>& param = this->groups_[g].params[i];
+        if (::histograd::detail::is_cuda(param)) {
+          device_entries.push_back({param.device_data(), grad.device_data(), exp_avg_[g][i].device_data(),
+                                    exp_avg_sq_[g][i].device_data(), param.numel(), c});
+          device_tensors.push_back(grad);
+        } else {
+          T* p = param.data();
+          T* m = exp_avg_[g][i].data();
+          T* v = exp_avg_sq_[g][i].data();
+          const T* gr = grad.data();
+          cpu::parallel_for(grad.numel(), 12, [&](int64_t begin, int64_t end) {
+            for (int64_t k = begin; k < end; ++k) adamw_update(p[k], m[k], v[k], gr[k], c);
+          });
+        }
         this->bump(g, i);
       }
     }
+    this->launch_on_device(device_entries, device_tensors,
+                           [](const auto& entries) { cuda::adamw_step(entries.data(), int64_t(entries.size())); });
   }
 
   // Steps taken by the parameters (the largest per-parameter count).
