@@ -10,6 +10,7 @@
 #include "core/random.hpp"
 #include "core/tensor.hpp"
 #include "core/factories.hpp"
+#include "core/autocast.hpp"
 
 #include "autograd/grad_mode.hpp"
 #include "autograd/node.hpp"

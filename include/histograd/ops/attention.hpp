@@ -3,6 +3,8 @@
 // The work is the tiled online-softmax kernel of cpu/attention.hpp (FlashAttention-2), which
 // never forms the [L, S] matrix; the backward recomputes it tile by tile from the logsumexp.
 // CUDA tensors go to cuda/attention.hpp (the same algorithm on the GPU, float32).
+// Under autocast (core/autocast.hpp) float attention runs in bf16: q, k, v, the mask and
+// grad_output rounded to bf16 (the bf16 kernels on CUDA), out and the gradients rounded too.
 #pragma once
 #include <cmath>
 #include <concepts>
@@ -15,6 +17,7 @@
 #include "../cpu/attention.hpp"
 #include "../cpu/elementwise.hpp"
 #include "../cuda/attention.hpp"
+#include "matmul.hpp"
 #include "reduce.hpp"
 
 namespace histograd {
@@ -47,17 +50,13 @@ cpu::AttentionOperand<T> attention_operand(const Tensor<T>& t, const Shape& batc
 // broadcast batch dims flattened. q, k, v (often strided views of one qkv product) and the mask
 // are made contiguous on the device first; gradients come back in those shapes and are summed
 // to each input's. No dropout and no mask gradient here (the kernels have neither).
-template <class T>
-Tensor<T> cuda_scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v,
-                                            const Tensor<T>& attn_mask, double dropout_p, [[maybe_unused]] bool is_causal,
-                                            double scale, const Shape& batch_shape) {
-  const char* op = "scaled_dot_product_attention";
-  HG_CHECK((std::same_as<T, float>), op, "no CUDA kernel for ", dtype_name<T>(), " tensors (float32 only)");
-  HG_CHECK(dropout_p == 0, op, "dropout_p > 0 is not supported on CUDA (got ", dropout_p, "); pass 0");
-  HG_CHECK(v.size(-1) == q.size(-1), op, "on CUDA expected value's last dim to equal query's ", q.size(-1), ", got ",
-           v.size(-1));
-  HG_CHECK(!attn_mask.defined() || !attn_mask.requires_grad(), op, "no attn_mask gradient on CUDA; detach the mask");
-  HG_CHECK(scale != 0, op, "expected a non-zero scale on CUDA");
+#ifdef HISTOGRAD_WITH_CUDA
+// The kernels in C: float, or bfloat16 under autocast (operands converted, out and gradients
+// converted back to float; a gradient summed over broadcast dims is rounded to bf16 again).
+template <class C>
+Tensor<float> cuda_attention_in(const Tensor<float>& q, const Tensor<float>& k, const Tensor<float>& v,
+                                const Tensor<float>& attn_mask, bool is_causal, double scale, const Shape& batch_shape) {
+  constexpr bool autocast = std::same_as<C, bfloat16>;
   const int64_t L = q.size(-2), S = k.size(-2), E = q.size(-1), batch = numel_of(batch_shape);
   auto with_batch = [&batch_shape](int64_t rows, int64_t cols) {
     Shape s = batch_shape;
@@ -65,45 +64,80 @@ Tensor<T> cuda_scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>&
     s.push_back(cols);
     return s;
   };
-  const Tensor<T> qd = q.detach().expand(with_batch(L, E)).contiguous();
-  const Tensor<T> kd = k.detach().expand(with_batch(S, E)).contiguous();
-  const Tensor<T> vd = v.detach().expand(with_batch(S, E)).contiguous();
-  const Tensor<T> maskd = attn_mask.defined() ? attn_mask.detach().expand(with_batch(L, S)).contiguous() : Tensor<T>();
-  Tensor<T> out(with_batch(L, E), q.device());
+  auto as_c = [](const Tensor<float>& t) {
+    if constexpr (autocast) return t.template to<C>();
+    else return t.contiguous();
+  };
+  const Tensor<C> qd = as_c(q.detach().expand(with_batch(L, E))), kd = as_c(k.detach().expand(with_batch(S, E))),
+                  vd = as_c(v.detach().expand(with_batch(S, E)));
+  Tensor<float> maskd;
+  if (attn_mask.defined()) {
+    maskd = attn_mask.detach().expand(with_batch(L, S)).contiguous();
+    if (autocast) maskd = round_to_bf16(maskd);
+  }
+  Tensor<C> out_c(with_batch(L, E), q.device());
   Tensor<float> logsumexp(Shape{batch, L}, q.device());
+  cuda::set_device(q.device().index);
+  cuda::AttentionShape shape;
+  shape.batch = batch, shape.heads = 1, shape.query_len = L, shape.key_len = S, shape.head_dim = E;
+  cuda::AttentionOptions options;
+  options.scale = static_cast<float>(scale);
+  options.causal = is_causal;
+  if (maskd.defined()) {
+    options.mask = maskd.device_data();
+    options.mask_stride_b = L * S, options.mask_stride_h = 0, options.mask_stride_q = S, options.mask_stride_k = 1;
+  }
+  if (out_c.numel() > 0)
+    cuda::attention_forward<C>(qd.device_data(), kd.device_data(), vd.device_data(), out_c.device_data(),
+                               logsumexp.device_data(), shape, options);
+  Tensor<float> out;
+  if constexpr (autocast) out = out_c.template to<float>();
+  else out = out_c;
+  if (autograd::needs_grad(q, k, v))
+    autograd::record(out, "ScaledDotProductAttention", {q, k, v, attn_mask},
+                     [qd, kd, vd, maskd, out_c = out_c.detach(), logsumexp, shape, options, as_c,
+                      input_shapes = std::vector<Shape>{q.shape(), k.shape(), v.shape()}](const Tensor<float>& g,
+                                                                                        const NeedsGrad& need) {
+      const Tensor<C> dout = as_c(g);
+      Tensor<C> dq(qd.shape(), qd.device()), dk(kd.shape(), kd.device()), dv(vd.shape(), vd.device());
+      const size_t bytes = cuda::attention_backward_workspace_bytes(shape);
+      Tensor<float> workspace(Shape{static_cast<int64_t>(bytes / sizeof(float)) + 4}, qd.device());
+      if (out_c.numel() > 0)
+        cuda::attention_backward<C>(qd.device_data(), kd.device_data(), vd.device_data(), out_c.device_data(),
+                                    dout.device_data(), logsumexp.device_data(), dq.device_data(), dk.device_data(),
+                                    dv.device_data(), workspace.device_data(), shape, options);
+      const Tensor<C>* computed[3] = {&dq, &dk, &dv};
+      std::vector<Tensor<float>> grads(4);
+      for (size_t i = 0; i < 3; ++i) {
+        if (!need[i]) continue;
+        Tensor<float> full;
+        if constexpr (autocast) full = computed[i]->template to<float>();
+        else full = *computed[i];
+        grads[i] = sum_to(full, input_shapes[i]);
+        if (autocast && full.shape() != input_shapes[i]) grads[i] = round_to_bf16(grads[i]);
+      }
+      return grads;
+    });
+  return out;
+}
+#endif
+
+template <class T>
+Tensor<T> cuda_scaled_dot_product_attention(const Tensor<T>& q, [[maybe_unused]] const Tensor<T>& k, const Tensor<T>& v,
+                                            const Tensor<T>& attn_mask, double dropout_p, [[maybe_unused]] bool is_causal,
+                                            double scale, [[maybe_unused]] const Shape& batch_shape,
+                                            [[maybe_unused]] bool autocast) {
+  const char* op = "scaled_dot_product_attention";
+  HG_CHECK((std::same_as<T, float>), op, "no CUDA kernel for ", dtype_name<T>(), " tensors (float32 only)");
+  HG_CHECK(dropout_p == 0, op, "dropout_p > 0 is not supported on CUDA (got ", dropout_p, "); pass 0");
+  HG_CHECK(v.size(-1) == q.size(-1), op, "on CUDA expected value's last dim to equal query's ", q.size(-1), ", got ",
+           v.size(-1));
+  HG_CHECK(!attn_mask.defined() || !attn_mask.requires_grad(), op, "no attn_mask gradient on CUDA; detach the mask");
+  HG_CHECK(scale != 0, op, "expected a non-zero scale on CUDA");
 #ifdef HISTOGRAD_WITH_CUDA
   if constexpr (std::same_as<T, float>) {
-    cuda::set_device(q.device().index);
-    cuda::AttentionShape shape;
-    shape.batch = batch, shape.heads = 1, shape.query_len = L, shape.key_len = S, shape.head_dim = E;
-    cuda::AttentionOptions options;
-    options.scale = static_cast<float>(scale);
-    options.causal = is_causal;
-    if (maskd.defined()) {
-      options.mask = maskd.device_data();
-      options.mask_stride_b = L * S, options.mask_stride_h = 0, options.mask_stride_q = S, options.mask_stride_k = 1;
-    }
-    if (out.numel() > 0)
-      cuda::attention_forward<float>(qd.device_data(), kd.device_data(), vd.device_data(), out.device_data(),
-                                     logsumexp.device_data(), shape, options);
-    if (autograd::needs_grad(q, k, v))
-      autograd::record(out, "ScaledDotProductAttention", {q, k, v, attn_mask},
-                       [qd, kd, vd, maskd, out = out.detach(), logsumexp, shape, options,
-                        input_shapes = std::vector<Shape>{q.shape(), k.shape(), v.shape()}](const Tensor<T>& g,
-                                                                                          const NeedsGrad& need) {
-        const Tensor<T> dout = g.contiguous();
-        Tensor<T> dq(qd.shape(), qd.device()), dk(kd.shape(), kd.device()), dv(vd.shape(), vd.device());
-        const size_t bytes = cuda::attention_backward_workspace_bytes(shape);
-        Tensor<float> workspace(Shape{static_cast<int64_t>(bytes / sizeof(float)) + 4}, qd.device());
-        if (out.numel() > 0)
-          cuda::attention_backward<float>(qd.device_data(), kd.device_data(), vd.device_data(), out.device_data(),
-                                          dout.device_data(), logsumexp.device_data(), dq.device_data(),
-                                          dk.device_data(), dv.device_data(), workspace.device_data(), shape, options);
-        std::vector<Tensor<T>> grads{dq, dk, dv, Tensor<T>()};
-        for (size_t i = 0; i < 3; ++i) grads[i] = need[i] ? sum_to(grads[i], input_shapes[i]) : Tensor<T>();
-        return grads;
-      });
-    return out;
+    if (autocast) return cuda_attention_in<bfloat16>(q, k, v, attn_mask, is_causal, scale, batch_shape);
+    return cuda_attention_in<float>(q, k, v, attn_mask, is_causal, scale, batch_shape);
   }
 #endif
   fail(op, "histograd was built without CUDA");
@@ -153,9 +187,11 @@ Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, c
              to_string(attn_mask.shape()));
   }
 
+  const bool autocast = autocast_applies<T>();
   if (q.device().is_cuda())
     return cuda_scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal,
-                                             scale ? *scale : 1.0 / std::sqrt(static_cast<double>(E)), batch_shape);
+                                             scale ? *scale : 1.0 / std::sqrt(static_cast<double>(E)), batch_shape,
+                                             autocast);
 
   cpu::AttentionProblem<T> problem;
   problem.batch = numel_of(batch_shape);
@@ -164,9 +200,11 @@ Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, c
   problem.causal = is_causal;
   problem.tiles = tiles;
   // Detached, so the layout changes stay out of the graph; the closure keeps them alive.
-  const Tensor<T> qd = attention_layout(q, with_batch(L, E)), kd = attention_layout(k, with_batch(S, E)),
-                  vd = attention_layout(v, with_batch(S, Ev));
-  const Tensor<T> maskd = attn_mask.defined() ? attention_layout(attn_mask, scores_shape, false) : Tensor<T>();
+  auto rounded = [autocast](const Tensor<T>& t) { return autocast ? round_to_bf16(t.detach()) : t; };
+  const Tensor<T> qd = attention_layout(rounded(q), with_batch(L, E)), kd = attention_layout(rounded(k), with_batch(S, E)),
+                  vd = attention_layout(rounded(v), with_batch(S, Ev));
+  const Tensor<T> maskd =
+      attn_mask.defined() ? attention_layout(rounded(attn_mask), scores_shape, false) : Tensor<T>();
   problem.query = attention_operand(qd, batch_shape);
   problem.key = attention_operand(kd, batch_shape);
   problem.value = attention_operand(vd, batch_shape);
@@ -180,6 +218,7 @@ Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, c
 
   Tensor<T> out(with_batch(L, Ev)), logsumexp(Shape{problem.batch, L});
   cpu::attention_forward(problem, out.data(), logsumexp.data());
+  if (autocast) out = round_to_bf16(out);  // the backward then reads the bf16 output, as torch's bf16 kernels do
 
   // dQ, dK, dV, dMask from cpu::attention_backward over the broadcast batch, then summed back
   // to each input's shape. dMask needs the full [..., L, S] buffer, made only when asked for.
@@ -189,17 +228,17 @@ Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, c
     // problem's operands point into qd, kd, vd and maskd: the closure holds them for that.
     autograd::record(out, "ScaledDotProductAttention", {q, k, v, attn_mask},
                      [problem, qd, kd, vd, maskd, out = out.detach(), logsumexp, batch_shape, input_shapes,
-                      full_shapes](const Tensor<T>& g, const NeedsGrad& need) {
+                      full_shapes, rounded, autocast](const Tensor<T>& g, const NeedsGrad& need) {
       std::vector<Tensor<T>> grads(4);
       for (size_t i = 0; i < 4; ++i)
         if (need[i]) grads[i] = zeros<T>(full_shapes[i]);
       auto data_or_null = [](Tensor<T>& t) { return t.defined() ? t.data() : nullptr; };
-      const Tensor<T> grad_out = attention_layout(g, g.shape());
+      const Tensor<T> grad_out = attention_layout(rounded(g), g.shape());
       cpu::attention_backward(problem, attention_operand(out, batch_shape), logsumexp.data(),
                               attention_operand(grad_out, batch_shape), data_or_null(grads[0]),
                               data_or_null(grads[1]), data_or_null(grads[2]), data_or_null(grads[3]));
       for (size_t i = 0; i < 4; ++i)  // sum over the batch dims each input was broadcast along
-        if (need[i]) grads[i] = sum_to(grads[i], input_shapes[i]);
+        if (need[i]) grads[i] = autocast ? round_to_bf16(sum_to(grads[i], input_shapes[i])) : sum_to(grads[i], input_shapes[i]);
       return grads;
     });
   }

@@ -4,6 +4,7 @@
 // Backward: dA = g B^T, dB = A^T g, each summed over the batch dims its operand was broadcast on.
 // CUDA tensors (float32) go to cuBLASLt (cuda/gemm.hpp): transposed views by the transpose flags,
 // batch dims by one batch stride; exact fp32 unless cuda::set_allow_tf32(true).
+// Under autocast (core/autocast.hpp) float products run in bf16: autocast_product below.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "../autograd/node.hpp"
+#include "../core/autocast.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/gemm.hpp"
 #include "../cuda/gemm.hpp"
@@ -102,7 +104,7 @@ void cuda_product_into([[maybe_unused]] const Tensor<T>& a, [[maybe_unused]] con
                        [[maybe_unused]] const Tensor<T>& bias = Tensor<T>()) {
   if (out.numel() == 0) return;
 #ifdef HISTOGRAD_WITH_CUDA
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bfloat16>) {  // bf16: autocast's products
     const int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
     cuda::set_device(a.device().index);
     if (K == 0) {  // an empty sum: zeros (plus the bias rows, added by the caller)
@@ -115,7 +117,7 @@ void cuda_product_into([[maybe_unused]] const Tensor<T>& a, [[maybe_unused]] con
     args.m = M, args.n = N, args.k = K;
     args.lda = A.ld, args.ldb = B.ld, args.ldc = N;
     args.batch = batch, args.stride_a = A.tensor.stride(0), args.stride_b = B.tensor.stride(0), args.stride_c = M * N;
-    args.math = cuda::allow_tf32() ? cuda::GemmMath::TF32 : cuda::GemmMath::Exact;
+    args.math = std::is_same_v<T, float> && cuda::allow_tf32() ? cuda::GemmMath::TF32 : cuda::GemmMath::Exact;
     const T* bias_ptr = nullptr;
     Tensor<T> bias_c;
     if (bias.defined()) {
@@ -124,37 +126,66 @@ void cuda_product_into([[maybe_unused]] const Tensor<T>& a, [[maybe_unused]] con
       bias_ptr = bias_c.device_data();
       args.epilogue = cuda::GemmEpilogue::Bias;
     }
-    cuda::gemm<float>(args, A.tensor.device_data(), B.tensor.device_data(), out.device_data(), bias_ptr);
+    cuda::gemm<T>(args, A.tensor.device_data(), B.tensor.device_data(), out.device_data(), bias_ptr);
     return;
   }
 #endif
   check_cuda_float(false, "matmul", dtype_name<T>());
 }
 
-// The CUDA twin of batched_product below: a [..., M, K] @ b [..., K, N] -> [batch..., M, N].
+// ---- autocast (core/autocast.hpp): bf16 products on float tensors ----
+// convert(t) for a convert that returns a fresh contiguous tensor of t's shape, except that the
+// .mT() view of a contiguous tensor stays a transposed view, which the GEMMs read without a copy.
+template <class T, class Convert>
+auto keeping_transpose(const Tensor<T>& t, Convert convert) {
+  if (t.dim() >= 2 && !t.is_contiguous() && t.mT().is_contiguous()) return convert(t.mT()).mT();
+  return convert(t);
+}
+
+// x rounded to the nearest bfloat16 (ties to even), kept as T; no autograd.
 template <class T>
-Tensor<T> cuda_batched_product(const Tensor<T>& a, const Tensor<T>& b) {
+Tensor<T> round_to_bf16(const Tensor<T>& x) {
+  return keeping_transpose(x, [](const Tensor<T>& t) {
+    if (t.device().is_cuda()) {
+      Tensor<float> r = t.template to<bfloat16>().template to<float>();
+      if constexpr (std::is_same_v<T, float>) return r;
+      else return r.template to<T>();
+    }
+    return cpu::map<T>(t, [](T v) { return static_cast<T>(static_cast<float>(bfloat16(static_cast<float>(v)))); });
+  });
+}
+
+// The CUDA twin of batched_product below: a [..., M, K] @ b [..., K, N] -> [batch..., M, N] in C,
+// which is T, or bfloat16 for autocast: the 3-D operand views are laid out in T, then converted.
+// A bias [N] (autocast's linear) is fused for 2-D operands.
+template <class C, class T>
+Tensor<C> cuda_batched_product(const Tensor<T>& a, const Tensor<T>& b, const Tensor<T>& bias = Tensor<T>()) {
   HG_CHECK(b.device() == a.device(), "matmul", "expected both operands on one device, got ", a.device().str(), " and ",
            b.device().str());
   check_cuda_float(std::is_same_v<T, float>, "matmul", dtype_name<T>());
+  auto in_c = [](const Tensor<T>& t) {
+    if constexpr (std::is_same_v<C, T>) return t;
+    else return keeping_transpose(t, [](const Tensor<T>& u) { return u.template to<C>(); });
+  };
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   const Shape a_batch(a.shape().begin(), a.shape().end() - 2), b_batch(b.shape().begin(), b.shape().end() - 2);
   const Shape out_batch = broadcast_shapes(a_batch, b_batch, "matmul");
   const int64_t batch = numel_of(out_batch);
   Shape out_shape = out_batch;
   out_shape.insert(out_shape.end(), {M, N});
-  Tensor<T> out(out_shape, a.device());
+  Tensor<C> out(out_shape, a.device());
   if (out.numel() == 0) return out;
   if (batch > 1 && numel_of(b_batch) == 1) {  // one right matrix: a's batch folds into its rows
     if (auto strides = view_strides(a.shape(), a.strides(), {batch * M, K})) {
       Tensor<T> a_rows = make_view(a, {1, batch * M, K}, {0, (*strides)[0], (*strides)[1]}, a.storage_offset());
-      Tensor<T> out_rows = out.view({1, batch * M, N});
-      cuda_product_into(a_rows, as_batched(b.reshape({K, N}), Shape{}), out_rows);
+      Tensor<C> out_rows = out.view({1, batch * M, N});
+      cuda_product_into(in_c(a_rows), in_c(as_batched(b.reshape({K, N}), Shape{})), out_rows);
       return out;
     }
   }
-  Tensor<T> out3 = out.view({batch, M, N});
-  cuda_product_into(as_batched(a, out_batch), as_batched(b, out_batch), out3);
+  Tensor<C> out3 = out.view({batch, M, N});
+  cuda_product_into(in_c(as_batched(a, out_batch)), in_c(as_batched(b, out_batch)), out3,
+                    bias.defined() && a.dim() == 2 && b.dim() == 2 ? in_c(bias) : Tensor<C>());
   return out;
 }
 
@@ -202,7 +233,7 @@ std::vector<int64_t> batch_offsets(const Tensor<T>& t, const Shape& out_batch) {
 // (callers pass detached tensors and have checked the shapes).
 template <class T>
 Tensor<T> batched_product(const Tensor<T>& a, const Tensor<T>& b) {
-  if (a.device().is_cuda() || b.device().is_cuda()) return cuda_batched_product(a, b);
+  if (a.device().is_cuda() || b.device().is_cuda()) return cuda_batched_product<T>(a, b);
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   const Shape a_batch(a.shape().begin(), a.shape().end() - 2), b_batch(b.shape().begin(), b.shape().end() - 2);
   Shape out_shape = broadcast_shapes(a_batch, b_batch, "matmul");
@@ -225,28 +256,65 @@ Tensor<T> batched_product(const Tensor<T>& a, const Tensor<T>& b) {
   return out;
 }
 
+template <class T>
+bool autocast_applies() {
+  return std::is_same_v<T, float> && Autocast::is_enabled();
+}
+
+// batched_product (+ bias[N] for 2-D operands) the way autocast multiplies: operands rounded to
+// bf16, fp32 accumulation, the result rounded to bf16. CUDA runs the bf16 GEMM; the CPU rounds
+// around the fp32 kernels, in linear's order (bias rows first) so it matches fp32 linear exactly.
+template <class T>
+Tensor<T> autocast_product(const Tensor<T>& a, const Tensor<T>& b, const Tensor<T>& bias = Tensor<T>()) {
+  const bool fused_bias = bias.defined() && a.size(-1) > 0;  // cuBLASLt skips the epilogue when K = 0
+  Tensor<T> out;
+  if (a.device().is_cuda() || b.device().is_cuda()) {
+    out = cuda_batched_product<bfloat16>(a, b, fused_bias ? bias : Tensor<T>()).template to<T>();
+    if (!bias.defined() || fused_bias) return out;
+    out = add(out, round_to_bf16(bias));
+  } else if (bias.defined()) {
+    const int64_t M = a.size(0), N = b.size(1);
+    out = Tensor<T>({M, N});
+    cpu::fill_rows(out.data(), M, N, N, round_to_bf16(bias).data());
+    mm_into(round_to_bf16(a), round_to_bf16(b), out, true);
+  } else {
+    out = batched_product(round_to_bf16(a), round_to_bf16(b));
+  }
+  return round_to_bf16(out);
+}
+
 // The product shared by matmul and bmm: promote 1-D operands, multiply, squeeze them back out.
 // dA = sum_to(g B^T), dB = sum_to(A^T g); with one right matrix, dB = A_rows^T g_rows in one GEMM.
+// Under autocast every product is autocast_product, and a gradient summed over broadcast batch
+// dims is rounded to bf16 again (as torch's bf16 reduction would be).
 template <class T>
-Tensor<T> product_op(const Tensor<T>& a, const Tensor<T>& b, const char* name) {
+Tensor<T> product_op(const Tensor<T>& a, const Tensor<T>& b, const char* name, bool autocast) {
+  auto product = [autocast](const Tensor<T>& x, const Tensor<T>& y) {
+    if constexpr (std::is_same_v<T, float>)
+      if (autocast) return autocast_product(x, y);
+    return batched_product(x, y);
+  };
+  auto reduce_to = [autocast](const Tensor<T>& t, const Shape& shape) {
+    return autocast && t.shape() != shape ? round_to_bf16(sum_to(t, shape)) : sum_to(t, shape);
+  };
   Tensor<T> ap = a.dim() == 1 ? a.detach().unsqueeze(0) : a.detach();
   Tensor<T> bp = b.dim() == 1 ? b.detach().unsqueeze(-1) : b.detach();
-  Tensor<T> product = batched_product(ap, bp);
-  Shape y_shape = product.shape();
+  Tensor<T> product_ab = product(ap, bp);
+  Shape y_shape = product_ab.shape();
   if (b.dim() == 1) y_shape.erase(y_shape.end() - 1);
   if (a.dim() == 1) y_shape.erase(y_shape.end() - 1 - (b.dim() == 1 ? 0 : 1));
-  Tensor<T> y = product.view(y_shape);
+  Tensor<T> y = product_ab.view(y_shape);
   if (autograd::needs_grad(a, b))
-    autograd::record(y, name, {a, b}, [ap, bp, a_shape = a.shape(), b_shape = b.shape(), p_shape = product.shape()](
-                                          const Tensor<T>& g, const NeedsGrad& need) {
+    autograd::record(y, name, {a, b}, [ap, bp, product, reduce_to, a_shape = a.shape(), b_shape = b.shape(),
+                                       p_shape = product_ab.shape()](const Tensor<T>& g, const NeedsGrad& need) {
       Tensor<T> gp = g.reshape(p_shape), ga, gb;
-      if (need[0]) ga = sum_to(batched_product(gp, bp.mT()), ap.shape()).reshape(a_shape);
+      if (need[0]) ga = reduce_to(product(gp, bp.mT()), ap.shape()).reshape(a_shape);
       if (need[1]) {
         const int64_t K = ap.size(-1), N = bp.size(-1);
         if (numel_of(Shape(bp.shape().begin(), bp.shape().end() - 2)) == 1 && gp.dim() > 2)
-          gb = batched_product(as_rows(ap, K).mT(), as_rows(gp, N)).reshape(b_shape);
+          gb = product(as_rows(ap, K).mT(), as_rows(gp, N)).reshape(b_shape);
         else
-          gb = sum_to(batched_product(ap.mT(), gp), bp.shape()).reshape(b_shape);
+          gb = reduce_to(product(ap.mT(), gp), bp.shape()).reshape(b_shape);
       }
       return std::vector<Tensor<T>>{ga, gb};
     });
@@ -262,13 +330,18 @@ inline void check_batch_dims(const Shape& a, const Shape& b, const char* op) {
   }
 }
 
+template <class T>
+void check_linear_devices(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias) {
+  HG_CHECK(weight.device() == x.device() && (!bias.defined() || bias.device() == x.device()), "linear",
+           "expected input, weight and bias on one device, got ", x.device().str(), ", ", weight.device().str(),
+           bias.defined() ? ", " + bias.device().str() : std::string());
+}
+
 // linear on CUDA: y_rows = x_rows W^T with the bias in cuBLASLt's epilogue; backward
 // dx = g W, dW = g^T x (a transposed view, no copy), db = Σ rows of g.
 template <class T>
 Tensor<T> cuda_linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias) {
-  HG_CHECK(weight.device() == x.device() && (!bias.defined() || bias.device() == x.device()), "linear",
-           "expected input, weight and bias on one device, got ", x.device().str(), ", ", weight.device().str(),
-           bias.defined() ? ", " + bias.device().str() : std::string());
+  check_linear_devices(x, weight, bias);
   check_cuda_float(std::is_same_v<T, float>, "linear", dtype_name<T>());
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   Tensor<T> x_rows = as_rows(x.detach(), in_features), w = weight.detach();
@@ -302,6 +375,29 @@ Tensor<T> cuda_linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<
   return y;
 }
 
+// linear under autocast, on either device: every product an autocast_product (the bias added in
+// fp32 before the output's rounding), db = bf16(Σ rows of bf16(g)). The closure rounds even when
+// backward() runs after the guard is gone, as the forward decided.
+template <class T>
+Tensor<T> autocast_linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias) {
+  check_linear_devices(x, weight, bias);
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  Tensor<T> x_rows = as_rows(x.detach(), in_features), w = weight.detach();
+  Shape y_shape = x.shape();
+  y_shape.back() = out_features;
+  Tensor<T> y = autocast_product(x_rows, w.mT(), bias).view(y_shape);
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record(y, "Linear", {x, weight, bias}, [x_rows, w, x_shape = x.shape()](const Tensor<T>& g,
+                                                                                     const NeedsGrad& need) {
+      Tensor<T> g_rows = as_rows(g, w.size(0)), gx, gw, gb;
+      if (need[0]) gx = autocast_product(g_rows, w).view(x_shape);
+      if (need[1]) gw = autocast_product(g_rows.mT(), x_rows);
+      if (need[2]) gb = round_to_bf16(sum(round_to_bf16(g_rows), {0}));
+      return std::vector<Tensor<T>>{gx, gw, gb};
+    });
+  return y;
+}
+
 }  // namespace detail
 
 // matmul: torch.matmul. 1-D x 1-D is a dot product; a 1-D left (right) operand acts as a row
@@ -314,7 +410,7 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
   HG_CHECK(ka == kb, "matmul", "shapes ", to_string(a.shape()), " and ", to_string(b.shape()),
            " cannot be multiplied (", ka, " != ", kb, ")");
   detail::check_batch_dims(a.shape(), b.shape(), "matmul");
-  return detail::product_op(a, b, "Matmul");
+  return detail::product_op(a, b, "Matmul", detail::autocast_applies<T>());
 }
 
 // bmm: [B, M, K] @ [B, K, N] -> [B, M, N], no broadcasting (as torch.bmm).
@@ -326,7 +422,7 @@ Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
            to_string(b.shape()), " differ (", a.size(0), " != ", b.size(0), ")");
   HG_CHECK(a.size(2) == b.size(1), "bmm", "shapes ", to_string(a.shape()), " and ", to_string(b.shape()),
            " cannot be multiplied (", a.size(2), " != ", b.size(1), ")");
-  return detail::product_op(a, b, "Bmm");
+  return detail::product_op(a, b, "Bmm", detail::autocast_applies<T>());
 }
 
 // linear: y = x W^T + b, x [..., in], W [out, in], b [out] or undefined. One GEMM over all rows of
@@ -341,6 +437,8 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
            " does not end in in_features = ", in_features, " of weight shape ", to_string(weight.shape()));
   HG_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out_features), "linear", "expected a bias of shape [",
            out_features, "], got ", bias.defined() ? to_string(bias.shape()) : "undefined");
+  if constexpr (std::is_same_v<T, float>)
+    if (Autocast::is_enabled()) return detail::autocast_linear(x, weight, bias);
   if (x.device().is_cuda() || weight.device().is_cuda()) return detail::cuda_linear(x, weight, bias);
   Tensor<T> x_rows = detail::as_rows(x.detach(), in_features), w = weight.detach();
   const int64_t rows = x_rows.size(0);
