@@ -30,16 +30,19 @@ struct Options {
   std::string model = "dino_vits16", weights, out = "embeddings";
   int64_t batch = 32;
   int threads = 0;  // 0: OpenMP's default
-  bool strict = false, quiet = false;
+  hg::Device device = hg::kCPU;
+  bool strict = false, quiet = false, mixed_precision = false;
   std::vector<std::string> inputs;
 };
 
 [[noreturn]] void usage(int code) {
   std::fprintf(code ? stderr : stdout,
                "usage: embed [--model PRESET] [--weights FILE] [--out PREFIX] [--batch N] [--threads N]\n"
-               "             [--strict] [--quiet] [--list-models] INPUT...\n"
+               "             [--device cpu|cuda|cuda:N] [--mixed-precision] [--strict] [--quiet] [--list-models] INPUT...\n"
                "  INPUT: image files (PNG, JPEG), folders of them, or @file with one path per line\n"
-               "  writes PREFIX.npy and PREFIX.safetensors with one embedding row per image\n");
+               "  writes PREFIX.npy and PREFIX.safetensors with one embedding row per image\n"
+               "  --device: where the model runs; --mixed-precision: bf16 autocast for its matrix products and\n"
+               "  attention (fp32 weights; on the CPU an emulation, slower)\n");
   std::exit(code);
 }
 
@@ -59,6 +62,8 @@ Options parse(int argc, char** argv) {
     else if (arg == "--out") o.out = value(i);
     else if (arg == "--batch") o.batch = std::max<int64_t>(1, std::stoll(value(i)));
     else if (arg == "--threads") o.threads = std::stoi(value(i));
+    else if (arg == "--device") o.device = hg::Device::parse(value(i));
+    else if (arg == "--mixed-precision") o.mixed_precision = true;
     else if (arg == "--strict") o.strict = true;
     else if (arg == "--quiet") o.quiet = true;
     else if (arg == "--help" || arg == "-h") usage(0);
@@ -165,6 +170,7 @@ int main(int argc, char** argv) try {
   };
   auto model = build_and_load();
   model.eval();
+  model.to(options.device);
   const double load_seconds = elapsed();
 
   const std::vector<std::string> paths = expand_inputs(options.inputs);
@@ -188,7 +194,8 @@ int main(int argc, char** argv) try {
     for (const auto& f : batch.failures) std::fprintf(stderr, "\nembed: skipped: %s\n", f.c_str());
     failures.insert(failures.end(), batch.failures.begin(), batch.failures.end());
     if (batch.images.defined()) {
-      embeddings.push_back(model.forward(batch.images));
+      hg::AutocastGuard autocast(options.mixed_precision);
+      embeddings.push_back(model.forward(batch.images.to(options.device)).cpu());
       embedded.insert(embedded.end(), batch.paths.begin(), batch.paths.end());
     }
     if (!options.quiet) progress(std::min(paths.size(), begin + step), paths.size(), elapsed() - load_seconds);

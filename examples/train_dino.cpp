@@ -90,6 +90,8 @@ hg::training::Flags declare_flags() {
       .option("seed", "0", "seed of the model, data order and augmentations")
       .option("threads", "0", "compute threads (0: OMP_NUM_THREADS or all cores)")
       .option("workers", "1", "data loader threads")
+      .option("device", "cpu", "where to train: cpu, cuda or cuda:N (the k-NN features are computed there too)")
+      .flag("mixed-precision", "bf16 autocast: bf16 matrix products and attention, fp32 master weights (a GPU speed-up; on the CPU an emulation for checking, slower)")
       .option("bank-tiles-per-class", "0", "synthetic: k-NN bank tiles per class, drawn apart from the pretraining tiles (0: the bank is the pretraining set)")
       .option("features", "cls", "k-NN features: cls (the CLS token) or cls+mean (CLS and the mean patch token, concatenated); a comma-separated list evaluates each")
       .option("eval-every", "0", "iterations between k-NN evaluations of the teacher during training (0: only at the end)")
@@ -140,6 +142,7 @@ hg::ssl::DINOTrainerConfig trainer_config(const hg::training::Flags& f) {
   hg::training::read_teacher_schedule(f, c);
   c.freeze_last_layer = f.get_int("freeze-last-layer");
   hg::training::read_seed_and_threads(f, c);
+  hg::training::read_device(f, c);
   return c;
 }
 
@@ -148,7 +151,7 @@ hg::ssl::DINOTrainerConfig trainer_config(const hg::training::Flags& f) {
 // and the mean of the patch tokens, concatenated (the Virchow/UNI-style slide-tile embedding).
 template <class Model>
 double knn_top1(Model& backbone, hg::data::Dataset& bank, hg::data::Dataset& queries, const hg::data::Preprocess& pre,
-                int64_t k, double temperature, const std::string& features) {
+                int64_t k, double temperature, const std::string& features, hg::Device device = hg::kCPU) {
   HG_CHECK(features == "cls" || features == "cls+mean", "flags", "--features expects cls or cls+mean, got '", features,
            "'");
   backbone.train(false);
@@ -159,8 +162,8 @@ double knn_top1(Model& backbone, hg::data::Dataset& bank, hg::data::Dataset& que
     const int64_t prefix = backbone.num_prefix_tokens();
     return hg::cat<float>({cls, hg::mean(tokens.narrow(1, prefix, tokens.size(1) - prefix), {1})}, -1);
   };
-  const hg::ssl::FeatureSet train = hg::ssl::extract_features(embed, bank, pre, 64);
-  const hg::ssl::FeatureSet test = hg::ssl::extract_features(embed, queries, pre, 64);
+  const hg::ssl::FeatureSet train = hg::ssl::extract_features(embed, bank, pre, 64, device);
+  const hg::ssl::FeatureSet test = hg::ssl::extract_features(embed, queries, pre, 64, device);
   return hg::ssl::knn_classify(train.features, train.labels, test.features, test.labels, k, temperature).top1;
 }
 
@@ -246,7 +249,8 @@ int run(int argc, char** argv) {
       if (every > 0 && trainer.iteration() % every == 0 && !trainer.done()) trainer.save(checkpoint);
       if (eval_every > 0 && trainer.iteration() % eval_every == 0 && !trainer.done())
         std::fprintf(stderr, "\nk-NN of the teacher at iteration %lld: %.1f%%\n", (long long)trainer.iteration(),
-                     knn_top1(trainer.dino().teacher.backbone, *bank, *queries, pre, k, temperature, first_features));
+                     knn_top1(trainer.dino().teacher.backbone, *bank, *queries, pre, k, temperature, first_features,
+                              config.device));
     }
     bar.finish();
   }
@@ -267,7 +271,8 @@ int run(int argc, char** argv) {
   std::stringstream feature_list(flags.get_string("features"));
   for (std::string features; std::getline(feature_list, features, ',');) {
     const double random_top1 = knn_top1(random_backbone, *bank, *queries, pre, k, temperature, features);
-    const double dino_top1 = knn_top1(trainer.dino().teacher.backbone, *bank, *queries, pre, k, temperature, features);
+    const double dino_top1 =
+        knn_top1(trainer.dino().teacher.backbone, *bank, *queries, pre, k, temperature, features, config.device);
     std::printf("k-NN (k=%lld, T=%.2f, %s features) on %zu held-out tiles, %zu in the bank, %zu classes\n",
                 (long long)k, temperature, features.c_str(), queries->size(), bank->size(), bank->classes().size());
     std::printf("k-NN top-1: random init %.1f%% -> DINO %.1f%%\n", random_top1, dino_top1);

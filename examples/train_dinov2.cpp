@@ -84,6 +84,8 @@ hg::training::Flags declare_flags() {
       .option("seed", "0", "seed of the model, data order, augmentations and masks")
       .option("threads", "0", "compute threads (0: OMP_NUM_THREADS or all cores)")
       .option("workers", "1", "data loader threads")
+      .option("device", "cpu", "where to train: cpu, cuda or cuda:N (the k-NN features are computed there too)")
+      .flag("mixed-precision", "bf16 autocast: bf16 matrix products and attention, fp32 master weights (a GPU speed-up; on the CPU an emulation for checking, slower)")
       .option("knn-k", "20", "k-NN neighbours")
       .option("knn-temperature", "0.07", "k-NN vote temperature")
       .flag("no-eval", "skip the k-NN evaluation");
@@ -126,16 +128,17 @@ hg::ssl::DINOv2TrainerConfig trainer_config(const hg::training::Flags& f) {
   c.layerwise_decay = f.get_double("layerwise-decay");
   c.patch_embed_lr_mult = f.get_double("patch-embed-lr-mult");
   hg::training::read_seed_and_threads(f, c);
+  hg::training::read_device(f, c);
   return c;
 }
 
 // k-NN top-1 (percent) of `backbone` with `bank` as the labelled neighbours and `queries` to classify.
 template <class Model>
 double knn_top1(Model& backbone, hg::data::Dataset& bank, hg::data::Dataset& queries, const hg::data::Preprocess& pre,
-                int64_t k, double temperature) {
+                int64_t k, double temperature, hg::Device device = hg::kCPU) {
   backbone.train(false);
-  const hg::ssl::FeatureSet train = hg::ssl::extract_features(backbone, bank, pre, 64);
-  const hg::ssl::FeatureSet test = hg::ssl::extract_features(backbone, queries, pre, 64);
+  const hg::ssl::FeatureSet train = hg::ssl::extract_features(backbone, bank, pre, 64, device);
+  const hg::ssl::FeatureSet test = hg::ssl::extract_features(backbone, queries, pre, 64, device);
   return hg::ssl::knn_classify(train.features, train.labels, test.features, test.labels, k, temperature).top1;
 }
 
@@ -210,7 +213,7 @@ int run(int argc, char** argv) {
   // The student's initial weights (DINOv2Networks builds its backbone with the run's seed).
   hg::models::VisionTransformer<float> random_backbone(config.backbone, config.seed);
   const double random_top1 = knn_top1(random_backbone, *bank, *queries, pre, k, temperature);
-  const double dinov2_top1 = knn_top1(trainer.teacher().backbone, *bank, *queries, pre, k, temperature);
+  const double dinov2_top1 = knn_top1(trainer.teacher().backbone, *bank, *queries, pre, k, temperature, config.device);
   std::printf("k-NN (k=%lld, T=%.2f) on %zu held-out tiles, %zu in the bank, %zu classes\n", (long long)k, temperature,
               queries->size(), bank->size(), bank->classes().size());
   std::printf("k-NN top-1: random init %.1f%% -> DINOv2 %.1f%%\n", random_top1, dinov2_top1);

@@ -48,7 +48,9 @@ int run(int argc, char** argv) {
       .option("norm-pix-loss", "true", "per-patch normalised pixel targets")
       .option("seed", "0", "seed of the model, data order, augmentations and masks")
       .option("threads", "0", "compute threads (0: OMP_NUM_THREADS or all cores)")
-      .option("workers", "1", "data loader threads");
+      .option("workers", "1", "data loader threads")
+      .option("device", "cpu", "where to train: cpu, cuda or cuda:N")
+      .flag("mixed-precision", "bf16 autocast: bf16 matrix products and attention, fp32 master weights (a GPU speed-up; on the CPU an emulation for checking, slower)");
   f.parse(argc, argv);
   if (f.help_requested()) {
     std::cout << f.help();
@@ -69,6 +71,7 @@ int run(int argc, char** argv) {
   c.blr = f.get_double("blr");
   c.mask_ratio = f.get_double("mask-ratio");
   hg::training::read_seed_and_threads(f, c);
+  hg::training::read_device(f, c);
 
   const std::string out = f.get_string("out");
   const auto policy = hg::training::bad_image_policy(f.get_string("on-bad-image"));

@@ -26,12 +26,15 @@ namespace {
                "usage: wsi_extract [--model PRESET] [--weights FILE] [--magnification X | --mpp M]\n"
                "                   [--patch-size 256] [--overlap 0] [--preset histograd] [--keep four_pt]\n"
                "                   [--min-tissue 0] [--keep-holes] [--no-edge] [--slide-mpp M] [--mpp-csv FILE]\n"
-               "                   [--out DIR] [--batch 32] [--threads N] [--npy] [--redo] [--quiet] SLIDES...\n"
+               "                   [--out DIR] [--batch 32] [--threads N] [--npy] [--redo] [--quiet]\n"
+               "                   [--device cpu|cuda|cuda:N] [--mixed-precision] SLIDES...\n"
                "  SLIDES: slide files, folders of them, or @file with one path per line\n"
                "  --magnification/--mpp: the target resolution (default 20x); --slide-mpp or --mpp-csv (columns\n"
                "  wsi,mpp) give the level-0 mpp of slides whose metadata has none\n"
                "  --preset: histograd (default: CLAM's segmentation with a_t = a_h = 1, pen filter, blur QC), or CLAM's\n"
-               "  own: clam_default, tcga, bwh_biopsy, bwh_resection\n");
+               "  own: clam_default, tcga, bwh_biopsy, bwh_resection\n"
+               "  --device: where the encoder runs; --mixed-precision: bf16 autocast for its matrix products\n"
+               "  and attention (fp32 weights; on the CPU an emulation, slower)\n");
   std::exit(code);
 }
 
@@ -86,6 +89,8 @@ Cli parse(int argc, char** argv) {
     else if (arg == "--batch") o.batch = std::max<int64_t>(1, int64_t(number(i)));
     else if (arg == "--threads") o.threads = std::max(1, int(number(i)));
     else if (arg == "--npy") o.npy = true;
+    else if (arg == "--device") o.device = hg::Device::parse(value(i));
+    else if (arg == "--mixed-precision") o.mixed_precision = true;
     else if (arg == "--redo") o.skip_existing = false;
     else if (arg == "--quiet") cli.quiet = true;
     else if (arg == "--help" || arg == "-h") usage(0);

@@ -342,6 +342,14 @@ void read_seed_and_threads(const Flags& f, Config& c) {
   c.num_workers = static_cast<int>(f.get_int("workers"));
 }
 
+// --device (where the models, optimizer state and batches live) and --mixed-precision (bf16
+// autocast around the forward passes, fp32 master weights).
+template <class Config>
+void read_device(const Flags& f, Config& c) {
+  c.device = Device::parse(f.get_string("device"));
+  c.mixed_precision = f.get_bool("mixed-precision");
+}
+
 // --resume: continues `trainer` from that checkpoint, saying so on stderr.
 template <class Trainer>
 void resume_from(Trainer& trainer, const std::string& checkpoint) {

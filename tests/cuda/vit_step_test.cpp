@@ -10,8 +10,10 @@
 // blocking, warp reductions, atomics-free but reordered row sums) gives ~1e-6 per op; through two
 // blocks and the backward it grows to ~1e-5; AdamW's first step, m/sqrt(v) = g/|g| (+eps), passes
 // gradient errors through unamplified except for gradients near eps = 1e-8 (none here).
-// optim::AdamW has no CUDA path yet (its loop reads host memory), so the GPU update is the same
-// formula written with device elementwise ops below. Skipped without a GPU.
+// The models move with Module::to(Device) and the GPU update is optim::AdamW's own device path
+// (cuda/optim.cu), after optim::clip_grad_norm on the device gradients (a max_norm no gradient
+// reaches, so the clip measures without scaling); the EMA teacher (a CPU copy of the first
+// weights moved over) follows optim::ema_update on the device. Skipped without a GPU.
 #include <map>
 #include <string>
 
@@ -26,32 +28,11 @@ namespace {
 
 constexpr double kLr = 1e-3, kWeightDecay = 0.05, kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
 
-// nn::Module has no .to(Device): each parameter and buffer is replaced by a copy on `device`
-// (load_state_dict with assign = true keeps requires_grad).
-template <class T>
-void move_to(hg::nn::Module<T>& module, hg::Device device) {
-  hg::nn::StateDict<T> state = module.state_dict();
-  for (auto& [name, tensor] : state) tensor = tensor.to(device);
-  module.load_state_dict(state, true, true);
-}
-
 template <class From, class To>
 void copy_weights(hg::nn::Module<From>& from, hg::nn::Module<To>& to) {
   hg::nn::StateDict<To> state;
   for (auto& [name, tensor] : from.state_dict()) state[name] = tensor.template to<To>();
   to.load_state_dict(state);
-}
-
-// AdamW's first step from zero state, as optim::AdamW::step computes it (t = 1):
-// p (1 - lr wd) - lr/(1-β1) · m / (sqrt(v)/sqrt(1-β2) + eps), m = (1-β1) g, v = (1-β2) g².
-Tensor<float> adamw_first_step(const Tensor<float>& p) {
-  hg::NoGradGuard no_grad;
-  const Tensor<float> g = p.grad();
-  const Tensor<float> m = g * static_cast<float>(1 - kBeta1);
-  const Tensor<float> v = hg::square(g) * static_cast<float>(1 - kBeta2);
-  const Tensor<float> denominator = hg::sqrt(v) / static_cast<float>(std::sqrt(1 - kBeta2)) + static_cast<float>(kEps);
-  return p.detach() * static_cast<float>(1 - kLr * kWeightDecay) -
-         (m / denominator) * static_cast<float>(kLr / (1 - kBeta1));
 }
 
 hg::models::ViTConfig small_vit() {
@@ -72,8 +53,10 @@ void run_step(const hg::models::ViTConfig& config, int64_t image_size, uint64_t 
   hg::nn::Linear<double> cpu_head(config.embed_dim, classes, true, gen_d);
   copy_weights(gpu_model, cpu_model);
   copy_weights(gpu_head, cpu_head);
-  move_to(gpu_model, hg::Device::cuda());
-  move_to(gpu_head, hg::Device::cuda());
+  hg::models::VisionTransformer<float> gpu_teacher(config, seed);  // same first weights
+  gpu_model.cuda();
+  gpu_head.cuda();
+  gpu_teacher.cuda();
   for (auto& [name, p] : gpu_model.named_parameters()) {
     CAPTURE(name);
     CHECK(p.device().is_cuda());
@@ -109,25 +92,49 @@ void run_step(const hg::models::ViTConfig& config, int64_t image_size, uint64_t 
   for (auto& [name, p] : gpu_model.named_parameters()) gpu_params[name] = p;
   for (auto& [name, p] : gpu_head.named_parameters()) gpu_params["head." + name] = p;
   REQUIRE(gpu_params.size() == cpu_grads.size());
+  std::map<std::string, std::vector<float>> before, gradients;
   for (auto& [name, p] : gpu_params) {
     CAPTURE(name);
     REQUIRE(cpu_grads.count(name) == 1);
     REQUIRE(p.grad().defined());
     CHECK(p.grad().device().is_cuda());
     CHECK(relative_error(cpu_grads[name].to_vector(), p.grad().cpu().to_vector()) <= 1e-4);
-    const Tensor<float> updated = adamw_first_step(p);
-    CHECK(updated.device().is_cuda());
-    // AdamW's first step is lr·g/(|g|+eps): for a gradient that is ~0 in exact arithmetic, the
-    // fp32 rounding noise becomes an O(lr) move of either sign, so comparing against the float64
-    // CPU step fails on noise alone (GPU run 3: 5e-4 to 7e-3). The update is checked instead
-    // against the CPU step applied to this GPU's own gradients (the gradients are checked above).
-    const std::vector<float> before = p.detach().cpu().to_vector(), g = p.grad().cpu().to_vector();
-    std::vector<double> expected(before.size());
-    for (size_t k = 0; k < before.size(); ++k)
-      expected[k] = before[k] * (1 - kLr * kWeightDecay) - kLr * g[k] / (std::abs(double(g[k])) + kEps);
-    CHECK(relative_error(expected, updated.cpu().to_vector()) <= 1e-5);
+    before[name] = p.detach().cpu().to_vector();
+    gradients[name] = p.grad().cpu().to_vector();
   }
-
+  std::vector<Tensor<float>> all;
+  for (auto& [name, p] : gpu_params) all.push_back(p);
+  double squared = 0;
+  for (auto& [name, g] : gradients)
+    for (float v : g) squared += double(v) * double(v);
+  const double total = hg::optim::clip_grad_norm(all, 1e6);
+  CHECK(std::abs(total - std::sqrt(squared)) <= 1e-6 * std::sqrt(squared));
+  hg::optim::AdamW<float> optimizer(all, kLr, kBeta1, kBeta2, kEps, kWeightDecay);
+  optimizer.step();
+  // AdamW's first step is lr·g/(|g|+eps): for a gradient that is ~0 in exact arithmetic, the
+  // fp32 rounding noise becomes an O(lr) move of either sign, so comparing against the float64
+  // CPU step fails on noise alone (GPU run 3: 5e-4 to 7e-3). The update is checked instead
+  // against the CPU formula applied to this GPU's own gradients (the gradients are checked above).
+  for (auto& [name, p] : gpu_params) {
+    CAPTURE(name);
+    CHECK(p.device().is_cuda());
+    const std::vector<float>& b = before[name];
+    const std::vector<float>& g = gradients[name];
+    std::vector<double> expected(b.size());
+    for (size_t k = 0; k < b.size(); ++k)
+      expected[k] = b[k] * (1 - kLr * kWeightDecay) - kLr * g[k] / (std::abs(double(g[k])) + kEps);
+    CHECK(relative_error(expected, p.detach().cpu().to_vector()) <= 1e-5);
+  }
+  // The teacher: m·(first weights) + (1-m)·(updated student).
+  const double m = 0.996;
+  hg::optim::ema_update(gpu_teacher, gpu_model, m);
+  for (auto& [name, t] : gpu_teacher.named_parameters()) {
+    CAPTURE(name);
+    const std::vector<float> updated = gpu_params.at(name).detach().cpu().to_vector();
+    std::vector<double> expected(updated.size());
+    for (size_t k = 0; k < updated.size(); ++k) expected[k] = m * before[name][k] + (1 - m) * updated[k];
+    CHECK(relative_error(expected, t.detach().cpu().to_vector()) <= 1e-6);
+  }
 }
 
 }  // namespace

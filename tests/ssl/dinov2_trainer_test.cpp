@@ -4,6 +4,7 @@
 // (truncated, another model, another objective, another batch size) are refused and leave the
 // trainer as it was; a non-finite loss stops before the update; the schedules follow train.py.
 #include "test_util.hpp"
+#include "ssl/tiny_trainers.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -24,46 +25,6 @@ std::string temp_dir(const std::string& name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
-}
-
-std::shared_ptr<hg::data::Dataset> tiles() {
-  return std::make_shared<hg::data::SyntheticTissue>(4, 24, 7);  // 20 tiles of 24 px
-}
-
-// A tiny DINOv2: 16 px global crops, patch 4 (16 tokens, so masks of up to 8), width 16, two
-// blocks with LayerScale and one register, drop path 0.1, 2 local crops of 8 px; 20 tiles at
-// batch 4 = 5 iterations per epoch; warm-ups and the last-layer freeze of one epoch each.
-hg::ssl::DINOv2TrainerConfig tiny_dinov2() {
-  hg::ssl::DINOv2TrainerConfig c;
-  c.backbone.name = "tiny_dinov2";
-  c.backbone.image_size = 16;
-  c.backbone.patch_size = 4;
-  c.backbone.embed_dim = 16;
-  c.backbone.depth = 2;
-  c.backbone.num_heads = 2;
-  c.backbone.mlp_hidden = 32;
-  c.backbone.num_register_tokens = 1;
-  c.backbone.layer_scale_init = 1e-5;
-  c.backbone.layout = hg::models::TokenLayout::ClsRegPatchesPosBeforeReg;
-  c.backbone.pos_resample = hg::models::PosResample::DinoOffset;
-  c.backbone.keys = hg::models::KeyStyle::Dinov2Hub;
-  c.backbone.drop_path_rate = 0.1;
-  c.head_n_prototypes = 32;
-  c.head_hidden_dim = 24;
-  c.head_bottleneck_dim = 8;
-  c.ibot_head_n_prototypes = 24;
-  c.crops.global_size = 16;
-  c.crops.local_size = 8;
-  c.crops.local_crops = 2;
-  c.epochs = 3;
-  c.batch_size = 4;
-  c.base_lr = 0.2;
-  c.warmup_epochs = 1;
-  c.warmup_teacher_temp_epochs = 1;
-  c.freeze_last_layer_epochs = 1;
-  c.seed = 3;
-  c.num_workers = 2;
-  return c;
 }
 
 bool any_difference(const hg::Tensor<float>& a, const hg::Tensor<float>& b) {
@@ -91,14 +52,14 @@ TEST_CASE("DINOv2Trainer: resume continues to the same bits as an uninterrupted 
   for (const bool sinkhorn : {false, true}) {
     CAPTURE(sinkhorn);
     const std::string dir = temp_dir(sinkhorn ? "resume_sk" : "resume_centering");
-    auto config = tiny_dinov2();
+    auto config = tiny::dinov2();
     if (sinkhorn) {  // the other path of the loss: SK targets and a separate iBOT head
       config.centering = hg::ssl::Centering::SinkhornKnopp;
       config.ibot_separate_head = true;
     }
     const int64_t total = 8, half = 4;  // the resumed part crosses the epoch boundary at 5
 
-    hg::ssl::DINOv2Trainer straight(config, tiles());
+    hg::ssl::DINOv2Trainer straight(config, tiny::tiles());
     CHECK(straight.iterations_per_epoch() == 5);
     const hg::Tensor<float> initial_teacher = straight.teacher().state_dict().at("backbone.blocks.0.attn.qkv.weight").clone();
     int64_t masked = 0;
@@ -113,12 +74,12 @@ TEST_CASE("DINOv2Trainer: resume continues to the same bits as an uninterrupted 
     }
 
     {
-      hg::ssl::DINOv2Trainer first(config, tiles());
+      hg::ssl::DINOv2Trainer first(config, tiny::tiles());
       for (int64_t i = 0; i < half; ++i) first.step();
       first.save(dir + "/ckpt.safetensors");
       for (int64_t i = 0; i < 2; ++i) first.step();  // runs on past the checkpoint: must not matter
     }
-    hg::ssl::DINOv2Trainer resumed(config, tiles());
+    hg::ssl::DINOv2Trainer resumed(config, tiny::tiles());
     hg::manual_seed(999);  // the checkpoint must restore the default generator, not rely on it
     resumed.load(dir + "/ckpt.safetensors");
     CHECK(resumed.iteration() == half);
@@ -149,8 +110,8 @@ TEST_CASE("DINOv2Trainer: resume continues to the same bits as an uninterrupted 
 TEST_CASE("DINOv2Trainer: bad checkpoints are refused and leave the trainer as it was") {
   const std::string dir = temp_dir("bad");
   const std::string good = dir + "/ckpt.safetensors";
-  auto config = tiny_dinov2();
-  hg::ssl::DINOv2Trainer trainer(config, tiles());
+  auto config = tiny::dinov2();
+  hg::ssl::DINOv2Trainer trainer(config, tiny::tiles());
   trainer.step();
   trainer.save(good);
 
@@ -158,7 +119,7 @@ TEST_CASE("DINOv2Trainer: bad checkpoints are refused and leave the trainer as i
     const std::string cut = dir + "/cut.safetensors";
     fs::copy_file(good, cut);
     fs::resize_file(cut, fs::file_size(good) / 2);
-    hg::ssl::DINOv2Trainer other(config, tiles());
+    hg::ssl::DINOv2Trainer other(config, tiny::tiles());
     const hg::Tensor<float> before = other.student().state_dict().at("dino_head.mlp.0.weight").clone();
     CHECK_THROWS_WITH_AS(other.load(cut), doctest::Contains("load_training_state: cannot resume from"), hg::Error);
     CHECK(other.iteration() == 0);
@@ -168,7 +129,7 @@ TEST_CASE("DINOv2Trainer: bad checkpoints are refused and leave the trainer as i
     auto wider = config;
     wider.backbone.embed_dim = 24;
     wider.backbone.num_heads = 3;
-    hg::ssl::DINOv2Trainer other(wider, tiles());
+    hg::ssl::DINOv2Trainer other(wider, tiny::tiles());
     CHECK_THROWS_WITH_AS(other.load(good), doctest::Contains("check_compatible: the checkpoint was written by model"),
                          hg::Error);
     CHECK(other.iteration() == 0);
@@ -176,7 +137,7 @@ TEST_CASE("DINOv2Trainer: bad checkpoints are refused and leave the trainer as i
   SUBCASE("a separate iBOT head") {
     auto separate = config;
     separate.ibot_separate_head = true;
-    hg::ssl::DINOv2Trainer other(separate, tiles());
+    hg::ssl::DINOv2Trainer other(separate, tiny::tiles());
     CHECK_THROWS_WITH_AS(other.load(good), doctest::Contains("check_compatible: the checkpoint was written by model"),
                          hg::Error);
   }
@@ -191,12 +152,12 @@ TEST_CASE("DINOv2Trainer: bad checkpoints are refused and leave the trainer as i
     dino_config.epochs = 3;
     dino_config.batch_size = 4;
     dino_config.warmup_epochs = 1;
-    hg::ssl::DINOTrainer dino(dino_config, tiles());
+    hg::ssl::DINOTrainer dino(dino_config, tiny::tiles());
     CHECK_THROWS_WITH_AS(dino.load(good), doctest::Contains(("load: " + good + ": a checkpoint of objective 'dinov2'").c_str()),
                          hg::Error);
     dino.step();
     dino.save(dir + "/dino.safetensors");
-    hg::ssl::DINOv2Trainer other(config, tiles());
+    hg::ssl::DINOv2Trainer other(config, tiny::tiles());
     CHECK_THROWS_WITH_AS(other.load(dir + "/dino.safetensors"), doctest::Contains("a checkpoint of objective 'dino'"),
                          hg::Error);
     CHECK(other.iteration() == 0);
@@ -204,7 +165,7 @@ TEST_CASE("DINOv2Trainer: bad checkpoints are refused and leave the trainer as i
   SUBCASE("another batch size") {
     auto other_config = config;
     other_config.batch_size = 5;
-    hg::ssl::DINOv2Trainer other(other_config, tiles());
+    hg::ssl::DINOv2Trainer other(other_config, tiny::tiles());
     CHECK_THROWS_WITH_AS(other.load(good), doctest::Contains("batches per epoch"), hg::Error);
   }
   SUBCASE("a save that fails leaves the old checkpoint") {
@@ -216,7 +177,7 @@ TEST_CASE("DINOv2Trainer: bad checkpoints are refused and leave the trainer as i
     CHECK_THROWS_AS(trainer.save(good), hg::Error);
     fs::remove_all(blocker);
     CHECK(fs::file_size(good) == good_size);
-    hg::ssl::DINOv2Trainer other(config, tiles());
+    hg::ssl::DINOv2Trainer other(config, tiny::tiles());
     other.load(good);
     CHECK(other.iteration() == 1);
     CHECK(other.loss_history("koleo").size() == 1);
@@ -225,7 +186,7 @@ TEST_CASE("DINOv2Trainer: bad checkpoints are refused and leave the trainer as i
 }
 
 TEST_CASE("DINOv2Trainer: a non-finite loss stops before the update") {
-  hg::ssl::DINOv2Trainer trainer(tiny_dinov2(), tiles());
+  hg::ssl::DINOv2Trainer trainer(tiny::dinov2(), tiny::tiles());
   trainer.step();
   {
     hg::NoGradGuard no_grad;
@@ -254,8 +215,8 @@ TEST_CASE("DINOv2Trainer: a non-finite loss stops before the update") {
 }
 
 TEST_CASE("DINOv2Trainer: schedules follow train.py build_schedulers") {
-  const auto config = tiny_dinov2();
-  hg::ssl::DINOv2Trainer trainer(config, tiles());
+  const auto config = tiny::dinov2();
+  hg::ssl::DINOv2Trainer trainer(config, tiny::tiles());
   CHECK(trainer.base_lr() == doctest::Approx(0.2 * std::sqrt(4.0 / 1024.0)));  // sqrt_wrt_1024
   const hg::Tensor<float> v0 = trainer.student().dino_head.weight_v.clone();
   const hg::Tensor<float> qkv0 = trainer.student().backbone.blocks[0].attn.qkv.weight.clone();
@@ -286,19 +247,43 @@ TEST_CASE("DINOv2Trainer: schedules follow train.py build_schedulers") {
 }
 
 TEST_CASE("DINOv2Trainer: configuration mistakes are named") {
-  auto config = tiny_dinov2();
+  auto config = tiny::dinov2();
   config.backbone.keys = hg::models::KeyStyle::Timm;
-  CHECK_THROWS_WITH_AS(hg::ssl::DINOv2Trainer(config, tiles()),
+  CHECK_THROWS_WITH_AS(hg::ssl::DINOv2Trainer(config, tiny::tiles()),
                        doctest::Contains("DINOv2Trainer: expected a DINOv2 backbone (keys KeyStyle::Dinov2Hub"),
                        hg::Error);
-  config = tiny_dinov2();
+  config = tiny::dinov2();
   config.crops.global_size = 18;
-  CHECK_THROWS_WITH_AS(hg::ssl::DINOv2Trainer(config, tiles()),
+  CHECK_THROWS_WITH_AS(hg::ssl::DINOv2Trainer(config, tiny::tiles()),
                        doctest::Contains("DINOv2Trainer: expected a global crop size divisible by the patch size 4"),
                        hg::Error);
-  config = tiny_dinov2();
+  config = tiny::dinov2();
   config.warmup_epochs = 3;
-  CHECK_THROWS_WITH_AS(hg::ssl::DINOv2Trainer(config, tiles()),
+  CHECK_THROWS_WITH_AS(hg::ssl::DINOv2Trainer(config, tiny::tiles()),
                        doctest::Contains("DINOv2Trainer: expected warmup_epochs + freeze_last_layer_epochs <= epochs"),
                        hg::Error);
+}
+
+TEST_CASE("DINOv2Trainer with mixed_precision: bf16 roundings (CPU emulation), near the fp32 run") {
+  // As the DINO/MAE case in trainer_test.cpp: the first step (same weights) differs only by the
+  // forward's roundings; later steps diverge as any two runs with different updates do.
+  const int64_t steps = 3;
+  auto run = [&](bool mixed) {
+    auto config = tiny::dinov2();
+    config.mixed_precision = mixed;
+    hg::ssl::DINOv2Trainer trainer(config, tiny::tiles());
+    for (int64_t i = 0; i < steps; ++i) trainer.step();
+    return trainer.loss_history();
+  };
+  const std::vector<double> fp32 = run(false), bf16 = run(true);
+  REQUIRE(bf16.size() == size_t(steps));
+  CHECK(std::abs(bf16[0] - fp32[0]) <= 1e-2 * std::abs(fp32[0]));
+  bool any_different = false;
+  for (int64_t i = 0; i < steps; ++i) {
+    INFO("step " << i << ": fp32 " << fp32[size_t(i)] << ", bf16 " << bf16[size_t(i)]);
+    CHECK(std::isfinite(bf16[size_t(i)]));
+    CHECK(std::abs(bf16[size_t(i)] - fp32[size_t(i)]) <= 0.15 * std::abs(fp32[size_t(i)]));
+    any_different = any_different || bf16[size_t(i)] != fp32[size_t(i)];
+  }
+  CHECK(any_different);
 }

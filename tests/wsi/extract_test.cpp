@@ -168,6 +168,43 @@ TEST_CASE("extract: mask, coordinates and features of a synthetic slide, feature
   fs::remove_all(dir);
 }
 
+TEST_CASE("extract: mixed precision (bf16 autocast, the CPU emulation) gives features near the fp32 ones") {
+  const std::string dir = temp_dir("bf16");
+  const std::string path = write_slide(dir, "slide-a.tiff");
+  auto run = [&](bool mixed, const std::string& out) {
+    wsi::ExtractOptions o = tiny_options(out);
+    o.mixed_precision = mixed;
+    wsi::Extractor extractor(o);
+    const wsi::SlideResult r = extractor.process(path);
+    INFO(r.message);
+    REQUIRE(r.status == "ok");
+    return wsi::read_features(wsi::slide_outputs(extractor.options(), path).features);
+  };
+  const wsi::FeaturesFile fp32 = run(false, dir + "/fp32"), bf16 = run(true, dir + "/bf16");
+  REQUIRE(fp32.features.size() == bf16.features.size());
+  CHECK(fp32.coords == bf16.coords);
+  // bf16 keeps 8 mantissa bits: a few per mille per matrix product, through two blocks.
+  double diff = 0, norm = 0;
+  bool any_different = false;
+  for (size_t i = 0; i < fp32.features.size(); ++i) {
+    diff += std::pow(double(bf16.features[i]) - double(fp32.features[i]), 2);
+    norm += std::pow(double(fp32.features[i]), 2);
+    any_different = any_different || bf16.features[i] != fp32.features[i];
+  }
+  CHECK(std::sqrt(diff / norm) <= 2e-2);
+  CHECK(any_different);
+  wsi::ExtractOptions bad = tiny_options(dir + "/gpu");
+  bad.device = hg::Device::cuda();
+  bool has_gpu = false;
+  try {
+    hg::Tensor<float> probe = hg::zeros<float>({1}, hg::Device::cuda());
+    has_gpu = true;
+  } catch (const hg::Error&) {
+  }
+  if (!has_gpu) CHECK_THROWS_AS(wsi::Extractor{bad}, hg::Error);  // no GPU here: refused when the model moves
+  fs::remove_all(dir);
+}
+
 TEST_CASE("extract: --npy, a rerun skips finished slides, --redo does them again") {
   const std::string dir = temp_dir("resume"), out = dir + "/out";
   const std::string a = write_slide(dir, "a.tiff"), b = write_slide(dir, "b.tiff");

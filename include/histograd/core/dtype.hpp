@@ -72,6 +72,10 @@ struct half {
   }
 };
 
+// The type the CPU kernels sum T in: double for float, so a float result does not carry the
+// rounding of a long float sum (parity with float64 references needs it), T otherwise.
+template <class T> using accumulate_t = std::conditional_t<std::is_same_v<T, float>, double, T>;
+
 template <class T> constexpr std::string_view dtype_name() {
   if constexpr (std::is_same_v<T, float>) return "float32";
   else if constexpr (std::is_same_v<T, double>) return "float64";

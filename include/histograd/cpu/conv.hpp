@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/dtype.hpp"
 #include "buffer.hpp"
 #include "gemm.hpp"
 #include "parallel.hpp"
@@ -32,9 +33,6 @@ struct Conv2dShape {
 };
 
 namespace conv_detail {
-template <class T>
-using Accum = std::conditional_t<std::is_same_v<T, float>, double, T>;
-
 // Visits the output pixels [p0, p1) as runs within one output row: f(oh, ow_begin, ow_end, j)
 // where j is the run's first column in the tile.
 template <class F>
@@ -170,7 +168,7 @@ void conv2d_backward_bias(const Conv2dShape& s, const T* grad_out, T* grad_bias)
   const int64_t P = s.pixels();
   parallel_for(s.out_channels, s.batch * P, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
-      conv_detail::Accum<T> acc = 0;
+      accumulate_t<T> acc = 0;
       for (int64_t n = 0; n < s.batch; ++n) {
         const T* row = grad_out + (n * s.out_channels + o) * P;
         for (int64_t p = 0; p < P; ++p) acc += row[p];

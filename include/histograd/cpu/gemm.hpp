@@ -12,6 +12,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "../core/dtype.hpp"
 #include "gemm_kernel.hpp"
 #include "parallel.hpp"
 
@@ -206,7 +207,7 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, const
 // top to bottom, so the result does not depend on the thread count; float sums in double.
 template <class T>
 void sum_rows(const T* G, int64_t rows, int64_t cols, int64_t ld, T* out) {
-  using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
+  using Acc = accumulate_t<T>;
   constexpr int64_t block = 64;
   parallel_for((cols + block - 1) / block, rows * block, [&](int64_t begin, int64_t end) {
     Acc acc[block];

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/dtype.hpp"
 #include "buffer.hpp"
 #include "../core/host_device.hpp"
 #include "parallel.hpp"
@@ -20,7 +21,6 @@ namespace histograd::cpu {
 
 // Sums across blocks of a row (and across rows for dw, db) run in double for float inputs, so
 // long rows and big batches do not drift. (A CUDA kernel would pick Acc = float.)
-template <class T> using LayerNormAcc = std::conditional_t<std::is_same_v<T, float>, double, T>;
 
 // centered_mean = E[d] and rstd = 1/sqrt(E[d²] - E[d]² + eps), from Σd and Σd² over n elements.
 template <class Acc>
@@ -44,8 +44,8 @@ constexpr int64_t kBlock = 256;
 
 // Σ over [0, n) of block_sum(start, length), blocks of 256 summed vectorised in T, then in Acc.
 template <class T, class BlockSum>
-LayerNormAcc<T> blocked_sum(int64_t n, BlockSum&& block_sum) {
-  LayerNormAcc<T> total = 0;
+accumulate_t<T> blocked_sum(int64_t n, BlockSum&& block_sum) {
+  accumulate_t<T> total = 0;
   for (int64_t start = 0; start < n; start += kBlock) total += block_sum(start, std::min(kBlock, n - start));
   return total;
 }
@@ -55,7 +55,7 @@ LayerNormAcc<T> blocked_sum(int64_t n, BlockSum&& block_sum) {
 // exact when the row's values are close together). Returns mean and rstd for the backward.
 template <class T>
 void layer_norm_row_forward(const T* x, const T* w, const T* b, T* y, int64_t n, double eps, T& mean, T& rstd) {
-  using Acc = LayerNormAcc<T>;
+  using Acc = accumulate_t<T>;
   using layer_norm_detail::ConstRow;
   const T shift = n > 0 ? x[0] : T(0);
   const Acc sum = layer_norm_detail::blocked_sum<T>(n, [&](int64_t s, int64_t len) { return (ConstRow<T>(x + s, len) - shift).sum(); });
@@ -74,7 +74,7 @@ void layer_norm_row_forward(const T* x, const T* w, const T* b, T* y, int64_t n,
 template <class T>
 void layer_norm_row_backward(const T* x, const T* dy, const T* w, T mean, T rstd, T* dx, T* dw_acc, T* db_acc,
                              int64_t n) {
-  using Acc = LayerNormAcc<T>;
+  using Acc = accumulate_t<T>;
   using layer_norm_detail::ConstRow;
   if (dw_acc)
     for (int64_t k = 0; k < n; ++k) dw_acc[k] += dy[k] * ((x[k] - mean) * rstd);
@@ -108,7 +108,7 @@ void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rs
 template <class T>
 void layer_norm_backward(const T* x, const T* dy, const T* w, const T* mean, const T* rstd, T* dx, T* dw, T* db,
                          int64_t rows, int64_t cols) {
-  using Acc = LayerNormAcc<T>;
+  using Acc = accumulate_t<T>;
   constexpr int64_t chunk_rows = 32;
   const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
   AlignedBuffer<T> partial_dw(dw ? static_cast<size_t>(chunks * cols) : 0, T(0));

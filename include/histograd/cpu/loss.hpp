@@ -11,11 +11,11 @@
 #include <limits>
 #include <type_traits>
 
+#include "../core/dtype.hpp"
 #include "parallel.hpp"
 
 namespace histograd::cpu {
 
-template <class T> using LossAccum = std::conditional_t<std::is_same_v<T, float>, double, T>;
 
 namespace loss_detail {
 template <class T> using Row = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
@@ -23,9 +23,9 @@ template <class T> using ConstRow = Eigen::Map<const Eigen::Array<T, Eigen::Dyna
 
 // Σ over [0, n) of chunk_sum(begin, length), one 256-element chunk at a time.
 template <class T, class ChunkSum>
-LossAccum<T> chunked_sum(int64_t n, ChunkSum chunk_sum) {
+accumulate_t<T> chunked_sum(int64_t n, ChunkSum chunk_sum) {
   constexpr int64_t chunk = 256;
-  LossAccum<T> total = 0;
+  accumulate_t<T> total = 0;
   for (int64_t begin = 0; begin < n; begin += chunk) total += chunk_sum(begin, std::min(chunk, n - begin));
   return total;
 }
@@ -33,15 +33,15 @@ LossAccum<T> chunked_sum(int64_t n, ChunkSum chunk_sum) {
 
 // log Σ_c exp(row[c]), shifted by the row max so no exp overflows (NaN propagates).
 template <class T>
-LossAccum<T> row_logsumexp(const T* row, int64_t classes) {
+accumulate_t<T> row_logsumexp(const T* row, int64_t classes) {
   using loss_detail::ConstRow;
-  if (classes == 0) return -std::numeric_limits<LossAccum<T>>::infinity();
+  if (classes == 0) return -std::numeric_limits<accumulate_t<T>>::infinity();
   const T m = ConstRow<T>(row, classes).template maxCoeff<Eigen::PropagateNaN>();
-  if (std::isinf(m) || std::isnan(m)) return static_cast<LossAccum<T>>(m);
-  const LossAccum<T> total = loss_detail::chunked_sum<T>(classes, [&](int64_t begin, int64_t length) {
+  if (std::isinf(m) || std::isnan(m)) return static_cast<accumulate_t<T>>(m);
+  const accumulate_t<T> total = loss_detail::chunked_sum<T>(classes, [&](int64_t begin, int64_t length) {
     return (ConstRow<T>(row + begin, length) - m).exp().sum();
   });
-  return static_cast<LossAccum<T>>(m) + std::log(total);
+  return static_cast<accumulate_t<T>>(m) + std::log(total);
 }
 
 // loss[r] = (1-ε)(lse - s_t) + ε(lse - mean_c s_c), i.e. (1-ε)·nll + ε·mean_c(-log p_c);
@@ -57,12 +57,12 @@ void cross_entropy_forward(const T* logits, const int64_t* target, int64_t rows,
         lse[r] = T(0);
         continue;
       }
-      const LossAccum<T> log_total = row_logsumexp(s, classes);
-      LossAccum<T> value = (1.0 - smoothing) * (log_total - s[target[r]]);
+      const accumulate_t<T> log_total = row_logsumexp(s, classes);
+      accumulate_t<T> value = (1.0 - smoothing) * (log_total - s[target[r]]);
       if (smoothing != 0.0) {
-        const LossAccum<T> sum_logits = loss_detail::chunked_sum<T>(
+        const accumulate_t<T> sum_logits = loss_detail::chunked_sum<T>(
             classes, [&](int64_t begin, int64_t length) { return loss_detail::ConstRow<T>(s + begin, length).sum(); });
-        value += smoothing * (log_total - sum_logits / static_cast<LossAccum<T>>(classes));
+        value += smoothing * (log_total - sum_logits / static_cast<accumulate_t<T>>(classes));
       }
       loss[r] = static_cast<T>(value);
       lse[r] = static_cast<T>(log_total);
@@ -100,10 +100,10 @@ void soft_cross_entropy_forward(const T* logits, const T* target, int64_t rows, 
   parallel_for(rows, classes, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T *s = logits + r * classes, *t = target + r * classes;
-      const LossAccum<T> log_total = row_logsumexp(s, classes);
+      const accumulate_t<T> log_total = row_logsumexp(s, classes);
       const T shift = static_cast<T>(log_total);
       // Σ t'(s - lse): every term has one sign when t' >= 0, so nothing cancels.
-      const LossAccum<T> value = loss_detail::chunked_sum<T>(classes, [&](int64_t at, int64_t length) {
+      const accumulate_t<T> value = loss_detail::chunked_sum<T>(classes, [&](int64_t at, int64_t length) {
         using loss_detail::ConstRow;
         return ((keep * ConstRow<T>(t + at, length) + uniform) * (ConstRow<T>(s + at, length) - shift)).sum();
       });

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../core/dtype.hpp"
 #include "parallel.hpp"
 
 namespace histograd::cpu {
@@ -17,7 +18,6 @@ namespace histograd::cpu {
 // The kernels live beside their helpers, so the short alias names below never meet other
 // kernels' aliases in cpu::; the three entry points are re-exported at the end.
 namespace softmax_detail {
-template <class T> using Accumulator = std::conditional_t<std::is_same_v<T, float>, double, T>;
 template <class T> using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <class T> using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 constexpr int64_t kBlock = 256;
@@ -27,8 +27,8 @@ template <class T> using Buffer = Eigen::Array<T, Eigen::Dynamic, 1, Eigen::ColM
 // Σ over [0, n) of block_sum(k, length): each block of 256 sums vectorised in T, the blocks add
 // in double (for float), so long rows (class logits) do not drift while short rows stay fast.
 template <class T, class BlockSum>
-Accumulator<T> blocked_sum(int64_t n, BlockSum&& block_sum) {
-  Accumulator<T> total = 0;
+accumulate_t<T> blocked_sum(int64_t n, BlockSum&& block_sum) {
+  accumulate_t<T> total = 0;
   for (int64_t k = 0; k < n; k += kBlock) total += block_sum(k, std::min(kBlock, n - k));
   return total;
 }
@@ -62,7 +62,7 @@ void softmax_row(const T* x, T* y, int64_t n, bool log) {
   const T m = xr.maxCoeff();
   yr = (xr - m).exp();
   zero_where_minus_infinity(x, y, n);
-  const Accumulator<T> sum = blocked_sum<T>(n, [&](int64_t k, int64_t len) { return yr.segment(k, len).sum(); });
+  const accumulate_t<T> sum = blocked_sum<T>(n, [&](int64_t k, int64_t len) { return yr.segment(k, len).sum(); });
   if (log)
     yr = (xr - m) - static_cast<T>(std::log(sum));
   else
@@ -88,12 +88,12 @@ void softmax_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, 
         const T v = xb[k * inner + i];
         if (v > shift[i] || std::isnan(v)) shift[i] = v;
       }
-    Buffer<Accumulator<T>> sum = Buffer<Accumulator<T>>::Zero(width);
+    Buffer<accumulate_t<T>> sum = Buffer<accumulate_t<T>>::Zero(width);
     for (int64_t k = 0; k < n; ++k) {
       ArrayMap<T> yk(yb + k * inner, width);
       yk = (ConstArrayMap<T>(xb + k * inner, width) - shift).exp();
       zero_where_minus_infinity(xb + k * inner, yb + k * inner, width);
-      sum += yk.template cast<Accumulator<T>>();
+      sum += yk.template cast<accumulate_t<T>>();
     }
     if (log) {
       const Buffer<T> log_sum = sum.log().template cast<T>();
@@ -130,13 +130,13 @@ void softmax_backward(const T* y, const T* g, T* dx, int64_t outer, int64_t n, i
   }
   for_each_column_block(outer, n, inner, [&](int64_t o, int64_t i0, int64_t width) {
     const int64_t base = o * n * inner + i0;
-    Buffer<Accumulator<T>> sum = Buffer<Accumulator<T>>::Zero(width);
+    Buffer<accumulate_t<T>> sum = Buffer<accumulate_t<T>>::Zero(width);
     for (int64_t k = 0; k < n; ++k) {
       ConstArrayMap<T> gk(g + base + k * inner, width), yk(y + base + k * inner, width);
       if (log)
-        sum += gk.template cast<Accumulator<T>>();
+        sum += gk.template cast<accumulate_t<T>>();
       else
-        sum += (gk * yk).template cast<Accumulator<T>>();
+        sum += (gk * yk).template cast<accumulate_t<T>>();
     }
     const Buffer<T> s = sum.template cast<T>();
     for (int64_t k = 0; k < n; ++k) {

@@ -7,13 +7,13 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../core/dtype.hpp"
 #include "parallel.hpp"
 
 namespace histograd::cpu {
 
 // Row sums in double for float, like the reductions the composed version ran through: the DINO
 // parity step feeds these into AdamW's first update, which magnifies any rounding difference.
-template <class T> using WeightNormAcc = std::conditional_t<std::is_same_v<T, float>, double, T>;
 
 // w[r, :] = v[r, :] · g[r] / n[r], n[r] = ||v[r, :]||₂ (no eps, as torch); writes n.
 template <class T>
@@ -21,8 +21,8 @@ void weight_norm_forward(const T* v, const T* g, int64_t rows, int64_t cols, T* 
   parallel_for(rows, 3 * cols, [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* vr = v + r * cols;
-      WeightNormAcc<T> squares = 0;
-      for (int64_t c = 0; c < cols; ++c) squares += WeightNormAcc<T>(vr[c]) * vr[c];
+      accumulate_t<T> squares = 0;
+      for (int64_t c = 0; c < cols; ++c) squares += accumulate_t<T>(vr[c]) * vr[c];
       const T norm = static_cast<T>(std::sqrt(squares)), scale = g[r] / norm;
       norms[r] = norm;
       T* wr = w + r * cols;
@@ -38,8 +38,8 @@ void weight_norm_backward(const T* dw, const T* v, const T* g, const T* norms, i
   parallel_for(rows, 4 * cols, [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T *dwr = dw + r * cols, *vr = v + r * cols;
-      WeightNormAcc<T> sum = 0;
-      for (int64_t c = 0; c < cols; ++c) sum += WeightNormAcc<T>(dwr[c]) * vr[c];
+      accumulate_t<T> sum = 0;
+      for (int64_t c = 0; c < cols; ++c) sum += accumulate_t<T>(dwr[c]) * vr[c];
       const T dot = static_cast<T>(sum), norm = norms[r];
       if (dg) dg[r] = dot / norm;
       if (!dv) continue;

@@ -54,7 +54,7 @@ inline Shape without_class_dim(const Shape& logits_shape) {
 }
 
 template <class T> T accumulate_losses(const Tensor<T>& losses) {
-  Accum<T> total = 0;
+  accumulate_t<T> total = 0;
   for (int64_t r = 0; r < losses.numel(); ++r) total += losses.data()[r];
   return static_cast<T>(total);
 }

@@ -89,8 +89,6 @@ void cuda_reduce([[maybe_unused]] cuda::ReduceOp op, [[maybe_unused]] const Tens
   no_cuda_kernel(name, dtype_name<T>());
 }
 
-template <class T> using Accum = std::conditional_t<std::is_same_v<T, float>, double, T>;
-
 // The gradient of a keepdim=false reduction, re-expanded to broadcast against the input.
 template <class T>
 Tensor<T> unsqueeze_reduced(const Tensor<T>& g, const Shape& in_shape, const std::vector<bool>& mask) {
@@ -106,7 +104,7 @@ template <class T> Tensor<T> sum(const Tensor<T>& x, const Shape& dims = {}, boo
   if (detail::is_cuda(x)) detail::cuda_reduce(cuda::ReduceOp::Sum, x, mask, y, "sum");
   else
     detail::for_each_reduced_row(x, mask, [&, out = y.data()](int64_t r, const T* row, int64_t n) {
-      detail::Accum<T> acc = 0;
+      accumulate_t<T> acc = 0;
       for (int64_t k = 0; k < n; ++k) acc += row[k];
       out[r] = static_cast<T>(acc);
     });
@@ -157,7 +155,7 @@ template <class T> Tensor<T> logsumexp(const Tensor<T>& x, const Shape& dims, bo
       T m = -std::numeric_limits<T>::infinity();
       for (int64_t k = 0; k < n; ++k) m = std::max(m, row[k]);
       if (std::isinf(m)) { out[r] = m; return; }
-      detail::Accum<T> acc = 0;
+      accumulate_t<T> acc = 0;
       for (int64_t k = 0; k < n; ++k) acc += std::exp(row[k] - m);
       out[r] = m + static_cast<T>(std::log(acc));
     });

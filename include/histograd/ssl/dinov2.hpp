@@ -455,7 +455,8 @@ DINOv2LossTerms<T> dinov2_forward_loss(const DINOv2Networks<T>& student, const D
   HG_CHECK(images % n_g == 0 && masks.num_images == images, "dinov2_forward_loss", "expected ", n_g,
            "·b global crops with one mask each, got ", images, " crops and ", masks.num_images, " masks");
   const bool ibot = loss.do_ibot() && masks.n_masked_patches() > 0;
-  const Tensor<int64_t> mask_indices = masks.indices_tensor();
+  const Device device = global_crops.device();  // the masks are drawn on the host, used where the crops are
+  const Tensor<int64_t> mask_indices = masks.indices_tensor().to(device);
   DINOv2Targets<T> targets;
   {
     NoGradGuard no_grad;
@@ -468,7 +469,7 @@ DINOv2LossTerms<T> dinov2_forward_loss(const DINOv2Networks<T>& student, const D
           teacher.patch_head().forward(index_select(t.patches.reshape({-1, t.patches.size(2)}), 0, mask_indices));
     targets = loss.teacher_targets(teacher.dino_head.forward(swapped), teacher_masked, teacher_temp);
   }
-  const DINOv2Features<T> global = dinov2_forward_features(student.backbone, global_crops, masks.masks_tensor());
+  const DINOv2Features<T> global = dinov2_forward_features(student.backbone, global_crops, masks.masks_tensor().to(device));
   Tensor<T> local_after_head;
   if (loss.config.n_local_crops > 0)
     local_after_head = student.dino_head.forward(dinov2_forward_features(student.backbone, local_crops).cls);
@@ -484,11 +485,11 @@ DINOv2LossTerms<T> dinov2_forward_loss(const DINOv2Networks<T>& student, const D
     DINOv2Loss<T> no_ibot(without);
     DINOv2LossTerms<T> terms =
         no_ibot.forward(local_after_head, global_after_head, global.cls, Tensor<T>(), targets, Tensor<T>(), images);
-    terms.ibot = zeros<T>({});
+    terms.ibot = zeros<T>({}, device);
     return terms;
   }
   return loss.forward(local_after_head, global_after_head, global.cls, masked_after_head, targets,
-                      masks.template weight_tensor<T>(), images);
+                      masks.template weight_tensor<T>().to(device), images);
 }
 
 // One parameter group of get_params_groups_with_decay after fuse_params_groups.

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/autocast.hpp"
 #include "../core/error.hpp"
 #include "../core/factories.hpp"
 #include "../data/augment.hpp"
@@ -68,6 +69,8 @@ struct DINOv2TrainerConfig {
   double adamw_beta1 = 0.9, adamw_beta2 = 0.999;
   uint64_t seed = 0;
   int threads = 0, num_workers = 2;
+  Device device = kCPU;          // as DINOTrainerConfig
+  bool mixed_precision = false;  // as DINOTrainerConfig: autocast around the forward and the loss
 
   static data::MultiCropConfig default_crops() {
     data::MultiCropConfig c;
@@ -103,6 +106,10 @@ class DINOv2Trainer {
     teacher_.requires_grad_(false);
     teacher_.eval();
     student_.train();
+    student_.to(config.device);  // before the optimizer takes its handles, as in PyTorch
+    teacher_.to(config.device);
+    loss_.dino_center = loss_.dino_center.to(config.device);
+    loss_.ibot_center = loss_.ibot_center.to(config.device);
 
     data::DataLoaderOptions options;
     options.batch_size = config.batch_size;
@@ -164,6 +171,7 @@ class DINOv2Trainer {
 
     // collate_data_and_cast: crops stacked crop-major, then the masks of the 2b global crops.
     const int64_t images = static_cast<int64_t>(batch.labels.size());
+    for (auto& view : batch.views) view = view.to(config_.device);
     const Tensor<float> global_crops = cat<float>({batch.views[0], batch.views[1]}, 0);
     Tensor<float> local_crops;
     if (batch.views.size() > 2)
@@ -176,8 +184,11 @@ class DINOv2Trainer {
     optimizer_->zero_grad();
     // teacher_targets moves the softmax centres: kept so a non-finite loss leaves them as they were.
     const Tensor<float> dino_center = loss_.dino_center, ibot_center = loss_.ibot_center;
-    DINOv2LossTerms<float> terms =
-        dinov2_forward_loss(student_, teacher_, loss_, global_crops, local_crops, masks, teacher_temp);
+    DINOv2LossTerms<float> terms;
+    {
+      AutocastGuard autocast(config_.mixed_precision);
+      terms = dinov2_forward_loss(student_, teacher_, loss_, global_crops, local_crops, masks, teacher_temp);
+    }
     const double value = double(terms.total.item());
     if (!std::isfinite(value)) {
       loss_.dino_center = dino_center;
@@ -263,8 +274,8 @@ class DINOv2Trainer {
     optimizer_->load_state(state.get_optimizer());  // validates every entry before it copies
     student_.load_state_dict(state.get_state_dict("student."));
     teacher_.load_state_dict(state.get_state_dict("teacher."));
-    loss_.dino_center = dino_center->second.clone();
-    loss_.ibot_center = ibot_center->second.clone();
+    loss_.dino_center = dino_center->second.clone().to(config_.device);
+    loss_.ibot_center = ibot_center->second.clone().to(config_.device);
     history_ = std::move(history);
     iteration_ = iteration;
     state.restore_generator(default_generator(), "rng.default");

@@ -298,9 +298,11 @@ struct FeatureSet {
 // model: a callable, or an object with forward(), mapping images [B, 3, H, W] to features [B, D];
 // put a module in eval() first. dataset: anything with size(), load(i) and label(i) (data::Dataset);
 // preprocess: maps what load(i) returns to a float tensor [3, H, W] (data::Preprocess, or
-// data::to_tensor composed with normalize).
+// data::to_tensor composed with normalize). device: where the model lives; each batch is moved
+// there and the features come back to the host.
 template <class Model, class DatasetLike, class Preprocess>
-FeatureSet extract_features(Model& model, DatasetLike& dataset, const Preprocess& preprocess, int64_t batch_size = 64) {
+FeatureSet extract_features(Model& model, DatasetLike& dataset, const Preprocess& preprocess, int64_t batch_size = 64,
+                            Device device = kCPU) {
   HG_CHECK(batch_size >= 1, "extract_features", "expected batch_size >= 1, got ", batch_size);
   const int64_t rows = static_cast<int64_t>(dataset.size());
   HG_CHECK(rows > 0, "extract_features", "expected a non-empty dataset, got 0 samples");
@@ -321,7 +323,7 @@ FeatureSet extract_features(Model& model, DatasetLike& dataset, const Preprocess
       images.push_back(preprocess(dataset.load(static_cast<size_t>(i))));
       labels[static_cast<size_t>(i)] = dataset.label(static_cast<size_t>(i));
     }
-    const Tensor<float> out = run(stack(images, 0));
+    const Tensor<float> out = run(stack(images, 0).to(device)).cpu();
     HG_CHECK(out.dim() == 2 && out.size(0) == count, "extract_features", "expected the model to map a batch of ", count,
              " images to features [", count, ", D], got ", to_string(out.shape()));
     HG_CHECK(parts.empty() || out.size(1) == parts.front().size(1), "extract_features",

@@ -17,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "../core/autocast.hpp"
 #include "../core/error.hpp"
 #include "../core/factories.hpp"
 #include "../data/augment.hpp"
@@ -145,6 +146,11 @@ struct DINOTrainerConfig {
   uint64_t seed = 0;
   int threads = 0;      // OpenMP threads of the kernels; 0 leaves the default
   int num_workers = 2;  // data loader threads (the batches do not depend on it)
+  Device device = kCPU;  // where the models, the optimizer state and each batch live
+  // bf16 autocast (AutocastGuard) around the forward passes and the loss: bf16 GEMMs and
+  // attention, fp32 master weights, optimizer, norms and losses. On the CPU it emulates the
+  // roundings (to check a run), on a GPU it runs the bf16 kernels.
+  bool mixed_precision = false;
 };
 
 // Owns the student/teacher/loss, the optimizer, the schedules and the data loader over `dataset`.
@@ -175,6 +181,9 @@ class DINOTrainer {
     lr_schedule_ = optim::cosine_schedule(lr, config.min_lr, config.epochs, per_epoch_, config.warmup_epochs);
     wd_schedule_ = optim::cosine_schedule(config.weight_decay, config.weight_decay_end, config.epochs, per_epoch_);
     momentum_schedule_ = optim::cosine_schedule(config.momentum_teacher, 1.0, config.epochs, per_epoch_);
+    dino_.student.to(config.device);  // before the optimizer takes its handles, as in PyTorch
+    dino_.teacher.to(config.device);
+    dino_.loss.to(config.device);
     // utils.get_params_groups: [regularised, not regularised (weight_decay 0)]; the schedules
     // overwrite lr and group 0's weight decay every iteration.
     optimizer_ = std::make_unique<optim::AdamW<float>>(
@@ -200,13 +209,18 @@ class DINOTrainer {
     for (auto& group : optimizer_->groups()) group.lr = lr_schedule_[size_t(it)];
     optimizer_->groups()[0].weight_decay = wd_schedule_[size_t(it)];
 
-    Tensor<float> teacher_output;
+    for (auto& view : batch.views) view = view.to(config_.device);
+    Tensor<float> loss;
     {
-      NoGradGuard no_grad;
-      teacher_output = dino_.teacher.forward(std::vector<Tensor<float>>{batch.views[0], batch.views[1]});
+      AutocastGuard autocast(config_.mixed_precision);
+      Tensor<float> teacher_output;
+      {
+        NoGradGuard no_grad;
+        teacher_output = dino_.teacher.forward(std::vector<Tensor<float>>{batch.views[0], batch.views[1]});
+      }
+      Tensor<float> student_output = dino_.student.forward(batch.views);
+      loss = dino_.loss.forward(student_output, teacher_output, epoch);  // also moves the centre
     }
-    Tensor<float> student_output = dino_.student.forward(batch.views);
-    Tensor<float> loss = dino_.loss.forward(student_output, teacher_output, epoch);  // also moves the centre
     const double value = double(loss.item());
     detail::check_finite_loss(op, value, it, epoch);
 
@@ -296,6 +310,8 @@ struct MAETrainerConfig {
   double scale_min = 0.2;  // RandomResizedCrop scale (scale_min, 1)
   uint64_t seed = 0;
   int threads = 0, num_workers = 2;
+  Device device = kCPU;          // as DINOTrainerConfig
+  bool mixed_precision = false;  // as DINOTrainerConfig: autocast around the forward and loss
 };
 
 class MAETrainer {
@@ -321,6 +337,7 @@ class MAETrainer {
     loader_ = std::make_unique<data::DataLoader>(std::move(dataset), augmentation, options);
     per_epoch_ = loader_->batches_per_epoch();
     base_lr_ = config.lr > 0 ? config.lr : config.blr * double(config.batch_size) / 256.0;
+    model_.to(config.device);
     // optim_factory.add_weight_decay: no decay on 1-D parameters and biases.
     optimizer_ = std::make_unique<optim::AdamW<float>>(optim::make_param_groups(model_, config.weight_decay),
                                                        config.beta1, config.beta2);
@@ -354,13 +371,18 @@ class MAETrainer {
     data::Batch batch = detail::next_batch(*loader_, it, per_epoch_, op);
     const double lr = learning_rate(it);
     optimizer_->set_lr(lr);
-    MAEOutput<float> out = model_.forward(batch.views[0], config_.mask_ratio, mask_generator_);
+    const Tensor<float> images = batch.views[0].to(config_.device);
+    MAEOutput<float> out;
+    {
+      AutocastGuard autocast(config_.mixed_precision);
+      out = model_.forward(images, config_.mask_ratio, mask_generator_);
+    }
     const double value = double(out.loss.item());
     detail::check_finite_loss(op, value, it, epoch);
     out.loss.backward();
     optimizer_->step();
     optimizer_->zero_grad();
-    last_images_ = batch.views[0];
+    last_images_ = images;
     last_pred_ = out.pred.detach();
     last_mask_ = out.mask.detach();
     history_.push_back(value);
@@ -372,7 +394,8 @@ class MAETrainer {
   void write_reconstruction(const std::string& path, int64_t max_rows = 8) const {
     HG_CHECK(last_images_.defined(), "MAETrainer", "no step has run yet, so there is nothing to reconstruct");
     const std::array<double, 3> mean{0.485, 0.456, 0.406}, std{0.229, 0.224, 0.225};  // the augmentation's
-    save_reconstruction_png(path, last_images_, last_mask_, last_pred_, mean, std, config_.model.norm_pix_loss, max_rows);
+    save_reconstruction_png(path, last_images_.cpu(), last_mask_.cpu(), last_pred_.cpu(), mean, std,
+                            config_.model.norm_pix_loss, max_rows);
   }
 
   std::string model_name() const {

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/autocast.hpp"
 #include "../data/transforms.hpp"
 #include "../io/checkpoint.hpp"
 #include "../io/image.hpp"
@@ -88,6 +89,8 @@ struct ExtractOptions {
   bool skip_existing = true;   // a slide whose features file exists is not redone
   bool progress = true;        // progress bars on stderr
   int64_t picture_side = 2048; // longest side of the visualisation and mask pictures
+  Device device = kCPU;        // where the encoder runs (patches are read and cut on the host)
+  bool mixed_precision = false;  // bf16 autocast for the encoder's matrix products and attention
 };
 
 struct SlideResult {
@@ -207,6 +210,7 @@ class Extractor {
       io::load_weights(*model_, o_.weights, /*strict=*/true);
     }
     model_->eval();
+    model_->to(o_.device);
     preprocess_ = data::Preprocess::for_model(config_);
   }
 
@@ -357,7 +361,11 @@ class Extractor {
     for (int64_t b = 0; b < batches; ++b) {
       Tensor<float> images = next.get();
       if (b + 1 < batches) next = std::async(std::launch::async, prepare, b + 1);  // read ahead while the model runs
-      const Tensor<float> out = model_->forward(images).contiguous();
+      Tensor<float> out;
+      {
+        AutocastGuard autocast(o_.mixed_precision);
+        out = model_->forward(images.to(o_.device)).cpu().contiguous();
+      }
       std::copy(out.data(), out.data() + out.numel(), features.begin() + b * o_.batch * dim);
       if (o_.progress) detail::progress_bar(label, std::min(n, (b + 1) * o_.batch), n, seconds());
     }
