@@ -26,6 +26,7 @@
 #include "histograd/core/error.hpp"
 #include "histograd/cuda/attention.hpp"
 #include "attention_wgmma.cuh"
+#include "common.cuh"
 
 namespace histograd::cuda {
 namespace {
@@ -33,18 +34,6 @@ namespace {
 constexpr float kInf = INFINITY;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-
-template <class T> struct DeviceType { using type = T; };
-template <> struct DeviceType<bfloat16> { using type = __nv_bfloat16; };
-template <> struct DeviceType<histograd::half> { using type = __half; };
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-template <class T> __device__ __forceinline__ T from_float(float x);
-template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
 
 // Everything a kernel needs to know about the problem besides the pointers.
 struct Params {
@@ -63,11 +52,6 @@ __device__ __forceinline__ float score_bias(const Params& p, int64_t b, int64_t 
   if (p.key_padding && p.key_padding[b * p.key_len + j]) return -kInf;
   if (p.mask) return p.mask[b * p.mask_sb + h * p.mask_sh + i * p.mask_sq + j * p.mask_sk];
   return 0.0f;
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int offset = 16; offset > 0; offset /= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
-  return x;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -891,7 +875,7 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, float* logsum
   const int64_t rows = shape.batch * shape.heads * shape.query_len;
   const bool flash = use_flash<T>(shape, options, {q, k, v, out}, op);
   if (rows == 0) return;
-  using DT = typename DeviceType<T>::type;
+  using DT = typename Native<T>::type;
   const DT *dq = reinterpret_cast<const DT*>(q), *dk = reinterpret_cast<const DT*>(k),
            *dv = reinterpret_cast<const DT*>(v);
   DT* dout = reinterpret_cast<DT*>(out);
@@ -934,7 +918,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* out, const 
   HG_CHECK(workspace != nullptr && aligned16(workspace), op,
            "expected a 16-byte aligned workspace of attention_backward_workspace_bytes(shape) bytes, got ", workspace);
   const bool flash = use_flash<T>(shape, options, {q, k, v, out, dout, dq, dk, dv}, op);
-  using DT = typename DeviceType<T>::type;
+  using DT = typename Native<T>::type;
   const DT *q_ = reinterpret_cast<const DT*>(q), *k_ = reinterpret_cast<const DT*>(k),
            *v_ = reinterpret_cast<const DT*>(v), *o_ = reinterpret_cast<const DT*>(out),
            *do_ = reinterpret_cast<const DT*>(dout);
@@ -1010,7 +994,7 @@ void dilated_gather(const T* sparse, T* dense, const DilatedShape& shape, void* 
   const DilatedIndex x = dilated_index(shape, "dilated_gather");
   const int64_t total = x.B * x.S * x.H * x.kept * x.D;
   if (total == 0) return;
-  using DT = typename DeviceType<T>::type;
+  using DT = typename Native<T>::type;
   dilated_gather_kernel<DT><<<grid_for(total, 256), 256, 0, stream_or_current(stream)>>>(
       reinterpret_cast<const DT*>(sparse), reinterpret_cast<DT*>(dense), x);
   HG_CUDA_CHECK_LAUNCH("dilated_gather");
@@ -1021,7 +1005,7 @@ void dilated_scatter(const T* dense, T* sparse, const DilatedShape& shape, float
   const DilatedIndex x = dilated_index(shape, "dilated_scatter");
   const int64_t total = x.B * x.N * x.H * x.D;
   if (total == 0) return;
-  using DT = typename DeviceType<T>::type;
+  using DT = typename Native<T>::type;
   dilated_scatter_kernel<DT><<<grid_for(total, 256), 256, 0, stream_or_current(stream)>>>(
       reinterpret_cast<const DT*>(dense), reinterpret_cast<DT*>(sparse), x, fill);
   HG_CUDA_CHECK_LAUNCH("dilated_scatter");

@@ -13,25 +13,12 @@
 #include <cstdint>
 
 #include "check.cuh"
+#include "common.cuh"
 #include "histograd/core/error.hpp"
 #include "histograd/cuda/cross_entropy.hpp"
 
 namespace histograd::cuda {
 namespace {
-
-template <class T> struct Native { using type = T; };
-template <> struct Native<bfloat16> { using type = __nv_bfloat16; };
-template <> struct Native<half> { using type = __half; };
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-template <class T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-
-template <class T, int N> struct alignas(sizeof(T) * N) Vec { T v[N]; };
 
 constexpr int kMaxThreads = 512;
 constexpr int kUnroll = 4;  // vectors loaded before the first is used, to keep loads in flight
@@ -451,13 +438,6 @@ dim3 backward_grid(int64_t rows, int64_t nvec) {
 }
 
 std::atomic<int> g_version{2};
-
-int sm_count() {
-  int device = 0, count = 0;
-  HG_CUDA_CHECK(cudaGetDevice(&device));
-  HG_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
-}
 
 // Version 2 forward when a row splits into 2 or more blocks of ~4 vectors per thread and the
 // rows alone give fewer than ~16 blocks per SM; false to use the one-block-per-row kernel.

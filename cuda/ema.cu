@@ -12,25 +12,12 @@
 #include <cstdint>
 
 #include "check.cuh"
+#include "common.cuh"
 #include "histograd/core/error.hpp"
 #include "histograd/cuda/ema.hpp"
 
 namespace histograd::cuda {
 namespace {
-
-template <class T> struct Native { using type = T; };
-template <> struct Native<bfloat16> { using type = __nv_bfloat16; };
-template <> struct Native<half> { using type = __half; };
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-template <class T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-
-template <class T, int N> struct alignas(sizeof(T) * N) Vec { T v[N]; };
 
 constexpr int kThreads = 512;
 constexpr int kVW = 4;               // elements per vector: 16 bytes of an fp32 teacher
@@ -92,13 +79,6 @@ __global__ void __launch_bounds__(kThreads) ema_multi_kernel(const __grid_consta
     const int64_t rest = table.size[lo] - begin, length = rest < kChunk ? rest : kChunk;
     ema_range(table.teacher[lo] + begin, table.student[lo] + begin, length, a, b, threadIdx.x, blockDim.x);
   }
-}
-
-int sm_count() {
-  int device = 0, count = 0;
-  HG_CUDA_CHECK(cudaGetDevice(&device));
-  HG_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
 }
 
 void check_momentum(const char* op, double momentum) {

@@ -13,37 +13,18 @@
 #include <type_traits>
 
 #include "check.cuh"
+#include "common.cuh"
 #include "histograd/core/error.hpp"
 #include "histograd/cuda/layer_norm.hpp"
 
 namespace histograd::cuda {
 namespace {
 
-template <class T> struct Native { using type = T; };
-template <> struct Native<bfloat16> { using type = __nv_bfloat16; };
-template <> struct Native<half> { using type = __half; };
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-template <class T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-
-template <class T, int N> struct alignas(sizeof(T) * N) Vec { T v[N]; };
-
 constexpr int kMaxVecsPerThread = 8;       // forward: a register-resident row has up to 8 vectors per thread
 // Backward holds x and dy for two rows (this one and the prefetched next): 4 vectors of each, 2 of
 // 8-element (16-bit) vectors, which stay under 128 registers without spilling.
 template <int VW> constexpr int kBackwardVecsPerThread = VW >= 8 ? 2 : 4;
 constexpr int kMaxThreads = 512;  // lets a thread keep 128 registers, so held rows never spill
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
 
 // Sums N values over the block (blockDim.x a multiple of 32, every thread present); every thread
 // gets the totals, added in the same order whatever the data, so results are reproducible.
@@ -549,13 +530,6 @@ __global__ void __launch_bounds__(1024)
 }
 
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-int sm_count() {
-  int device = 0, count = 0;
-  HG_CUDA_CHECK(cudaGetDevice(&device));
-  HG_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
-}
 
 // Threads for a row of nvec vectors: about 4 vectors per thread, a whole number of warps.
 int threads_for(int64_t nvec) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "check.cuh"
+#include "common.cuh"
 #include "histograd/core/error.hpp"
 #include "histograd/cuda/optim.hpp"
 
@@ -112,12 +113,7 @@ __global__ void __launch_bounds__(kThreads) squared_norm_kernel(const __grid_con
   }
 }
 
-unsigned max_blocks() {
-  int device = 0, count = 0;
-  HG_CUDA_CHECK(cudaGetDevice(&device));
-  HG_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return static_cast<unsigned>(count) * (2048 / kThreads);
-}
+unsigned max_blocks() { return static_cast<unsigned>(sm_count()) * (2048 / kThreads); }
 
 // Packs entries into tables of at most kTensorsPerLaunch non-empty tensors and calls
 // launch(table, grid) for each. Returns the number of chunks of all tables together.
