@@ -265,25 +265,5 @@ TEST_CASE("DINOv2Trainer: configuration mistakes are named") {
 }
 
 TEST_CASE("DINOv2Trainer with mixed_precision: bf16 roundings (CPU emulation), near the fp32 run") {
-  // As the DINO/MAE case in trainer_test.cpp: the first step (same weights) differs only by the
-  // forward's roundings; later steps diverge as any two runs with different updates do.
-  const int64_t steps = 3;
-  auto run = [&](bool mixed) {
-    auto config = tiny::dinov2();
-    config.mixed_precision = mixed;
-    hg::ssl::DINOv2Trainer trainer(config, tiny::tiles());
-    for (int64_t i = 0; i < steps; ++i) trainer.step();
-    return trainer.loss_history();
-  };
-  const std::vector<double> fp32 = run(false), bf16 = run(true);
-  REQUIRE(bf16.size() == size_t(steps));
-  CHECK(std::abs(bf16[0] - fp32[0]) <= 1e-2 * std::abs(fp32[0]));
-  bool any_different = false;
-  for (int64_t i = 0; i < steps; ++i) {
-    INFO("step " << i << ": fp32 " << fp32[size_t(i)] << ", bf16 " << bf16[size_t(i)]);
-    CHECK(std::isfinite(bf16[size_t(i)]));
-    CHECK(std::abs(bf16[size_t(i)] - fp32[size_t(i)]) <= 0.15 * std::abs(fp32[size_t(i)]));
-    any_different = any_different || bf16[size_t(i)] != fp32[size_t(i)];
-  }
-  CHECK(any_different);
+  tiny::check_mixed_precision_near_fp32<hg::ssl::DINOv2Trainer>(tiny::dinov2(), 3);
 }
