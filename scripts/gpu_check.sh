@@ -3,7 +3,9 @@
 # benchmarks for the card in hand, run every CUDA test against the CPU reference, then the
 # benchmarks beside PyTorch, and print a short table last. Logs go to $OUT (or ./gpu_out).
 # Usage (device tool): bash scripts/gpu_check.sh [tests|bench|all]   with .devdeps carried
-# (Eigen and doctest headers copied from this machine; HG_DEVDEPS names another folder).
+# (scripts/gpu_devdeps.sh fills it: Eigen and doctest from this machine, DINO's reference files
+# for torch_dino_step.py; HG_DEVDEPS names another folder). HG_TESTS_ONLY / HG_BENCH_ONLY: regexes
+# picking test and benchmark names.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -53,6 +55,7 @@ if [ "$what" != bench ]; then
   for test in build/gpu/tests/test_cuda_*; do
     [ -x "$test" ] || continue
     name=$(basename "$test")
+    echo "$name" | grep -qE "${HG_TESTS_ONLY:-.}" || continue
     timeout 300 "$test" --no-intro >"$out/$name.log" 2>&1
     status=$?
     result=$(grep -E "^\[doctest\] test cases" "$out/$name.log" | sed 's/\[doctest\] //')
