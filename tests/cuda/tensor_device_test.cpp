@@ -40,6 +40,10 @@ TEST_CASE("cuda tensors: host access to device memory is refused with a clear Er
   hg::Tensor<float> device = random_t<float>({4, 4}, 5).cuda();
   CHECK_THROWS_WITH_AS(device.data(), doctest::Contains("host access to a cuda:0 tensor"), hg::Error);
   CHECK_THROWS_WITH_AS(device.at({0, 0}), doctest::Contains("no CUDA kernel yet"), hg::Error);
+  // item() copies the one element back (a loss read by a training loop).
+  const hg::Tensor<float> host = random_t<float>({1}, 6);
+  CHECK(host.cuda().item() == host.item());
+  CHECK_THROWS_WITH_AS(device.item(), doctest::Contains("item: expected a tensor with one element"), hg::Error);
 }
 
 TEST_CASE("cuda allocator: freed blocks are reused, and the accounting follows") {

@@ -90,8 +90,10 @@ class Tensor {
   const T* data() const { return host_checked()->storage->data() + impl_->offset; }
   // The first element's address on whatever device holds it (for CUDA launchers).
   T* device_data() const { return checked()->storage->data() + impl_->offset; }
+  // The one element's value; a device tensor's is copied back (which waits for its stream).
   T item() const {
     HG_CHECK(numel() == 1, "item", "expected a tensor with one element, got shape ", to_string(shape()));
+    if (!checked()->storage->device().is_cpu()) return to_vector()[0];
     return *data();
   }
   // Bounds-checked element reference, one index per dim (negative indices wrap).

@@ -193,10 +193,11 @@ Tensor<T> koleo_loss(const Tensor<T>& x, double eps = 1e-8) {
   Tensor<int64_t> neighbour;
   {
     NoGradGuard no_grad;
-    Tensor<T> dots = matmul(unit.detach(), unit.detach().mT()).contiguous();
+    // B x B dot products (B the batch): the diagonal is masked on the host.
+    Tensor<T> dots = matmul(unit.detach(), unit.detach().mT()).cpu().contiguous();
     const int64_t n = dots.size(0);
     for (int64_t i = 0; i < n; ++i) dots.data()[i * n + i] = T(-1);
-    neighbour = argmax(dots, 1);
+    neighbour = argmax(dots, 1).to(x.device());
   }
   const Tensor<T> diff = unit - index_select(unit, 0, neighbour) + static_cast<T>(1e-8);
   const Tensor<T> distances = sqrt(sum(square(diff), {-1}));
