@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include <histograd/core/device.hpp>
 #include <histograd/core/error.hpp>
 #include <histograd/data/dataset.hpp>
 #include <histograd/data/synthetic_tissue.hpp>
