@@ -6,12 +6,14 @@
 #pragma once
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../core/tensor.hpp"
 #include "../cuda/copy.hpp"
 #include "../cuda/elementwise.hpp"
 #include "../cuda/random.hpp"
 #include "../cuda/reduce.hpp"
+#include "../cuda/runtime.hpp"
 
 namespace histograd::detail {
 
@@ -39,6 +41,23 @@ template <class T> bool is_cuda([[maybe_unused]] const Tensor<T>& t) {
 
 inline void require_same_device(const Device& a, const Device& b, const char* op) {
   HG_CHECK(a == b, op, "expected both tensors on the same device, got ", a.str(), " and ", b.str());
+}
+
+// For launchers over many tensors at once (optimizers, clipping, EMA): checks that `tensors` sit
+// on one device, makes it current and runs launch(); where the launchers have no instantiation
+// for T (has_kernels false) or the build has no CUDA, the no-kernel Error naming `op`.
+template <bool has_kernels, class T, class Launch>
+void launch_on_device(const std::vector<Tensor<T>>& tensors, const char* op, [[maybe_unused]] Launch&& launch) {
+  if (tensors.empty()) return;
+  for (const auto& t : tensors) require_same_device(tensors.front().device(), t.device(), op);
+#ifdef HISTOGRAD_WITH_CUDA
+  if constexpr (has_kernels) {
+    cuda::set_device(tensors.front().device().index);
+    launch();
+    return;
+  }
+#endif
+  no_cuda_kernel(op, dtype_name<T>());
 }
 
 // y = op(x) (elementwise, same shape and device as x).

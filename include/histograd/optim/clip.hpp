@@ -13,7 +13,6 @@
 #include "../core/tensor.hpp"
 #include "../cpu/parallel.hpp"
 #include "../cuda/optim.hpp"
-#include "../cuda/runtime.hpp"
 #include "../ops/device.hpp"
 
 namespace histograd::optim {
@@ -51,21 +50,6 @@ Tensor<T> contiguous_gradient(Tensor<T>& param) {
   return grad;
 }
 
-// Runs fn() for a batch of GPU gradients, all on one device; fails clearly without kernels.
-template <class T, class Fn>
-void on_device(const std::vector<Tensor<T>>& grads, const char* op, [[maybe_unused]] Fn&& fn) {
-  if (grads.empty()) return;
-  for (const auto& g : grads) ::histograd::detail::require_same_device(grads.front().device(), g.device(), op);
-#ifdef HISTOGRAD_WITH_CUDA
-  if constexpr (::histograd::detail::one_of<T, float, double>) {
-    cuda::set_device(grads.front().device().index);
-    fn();
-    return;
-  }
-#endif
-  ::histograd::detail::no_cuda_kernel(op, dtype_name<T>());
-}
-
 // Σ g² of each gradient, in double (GPU gradients in one call).
 template <class T>
 std::vector<double> squared_norms(const std::vector<Tensor<T>>& grads, const char* op) {
@@ -80,7 +64,7 @@ std::vector<double> squared_norms(const std::vector<Tensor<T>>& grads, const cha
       out[i] = squared_norm(grads[i]);
     }
   }
-  on_device(device_grads, op, [&] {
+  ::histograd::detail::launch_on_device<::histograd::detail::one_of<T, float, double>>(device_grads, op, [&] {
     std::vector<const T*> data;
     std::vector<int64_t> sizes;
     for (const auto& g : device_grads) {
@@ -113,7 +97,8 @@ void scale_gradients(std::vector<std::pair<Tensor<T>, T>> scaled, const char* op
       for (int64_t k = begin; k < end; ++k) g[k] *= f;
     });
   }
-  on_device(device_grads, op, [&] { cuda::scale(entries.data(), int64_t(entries.size())); });
+  ::histograd::detail::launch_on_device<::histograd::detail::one_of<T, float, double>>(
+      device_grads, op, [&] { cuda::scale(entries.data(), int64_t(entries.size())); });
 }
 }  // namespace detail
 

@@ -11,38 +11,10 @@
 #include "../core/tensor.hpp"
 #include "../cpu/parallel.hpp"
 #include "../cuda/ema.hpp"
-#include "../cuda/runtime.hpp"
 #include "../nn/module.hpp"
 #include "../ops/device.hpp"
 
 namespace histograd::optim {
-
-namespace detail {
-template <class T>
-void ema_update_on_device([[maybe_unused]] const std::vector<Tensor<T>>& teacher_params,
-                          [[maybe_unused]] const std::vector<Tensor<T>>& student_params,
-                          [[maybe_unused]] double momentum) {
-#ifdef HISTOGRAD_WITH_CUDA
-  if constexpr (std::is_same_v<T, float>) {
-    std::vector<Tensor<T>> students;  // contiguous copies only where a student is strided
-    std::vector<T*> t;
-    std::vector<const T*> s;
-    std::vector<int64_t> sizes;
-    for (size_t i = 0; i < teacher_params.size(); ++i) {
-      students.push_back(student_params[i].contiguous());
-      t.push_back(teacher_params[i].device_data());
-      s.push_back(students.back().device_data());
-      sizes.push_back(teacher_params[i].numel());
-    }
-    cuda::set_device(teacher_params[0].device().index);
-    cuda::ema_update_multi<T, T>(t.data(), s.data(), sizes.data(), int64_t(t.size()), momentum);
-    for (const auto& p : teacher_params) p.storage()->bump_version();
-    return;
-  }
-#endif
-  ::histograd::detail::no_cuda_kernel("ema_update", dtype_name<T>());
-}
-}  // namespace detail
 
 // Requires: teacher and student lists of equal length and matching shapes; teacher tensors
 // contiguous (module parameters are). Ensures: each teacher tensor holds m·t + (1−m)·s,
@@ -62,8 +34,21 @@ void ema_update(const std::vector<Tensor<T>>& teacher_params, const std::vector<
     ::histograd::detail::require_same_device(teacher_params[0].device(), student_params[i].device(), "ema_update");
   }
   NoGradGuard no_grad;
-  if (!teacher_params.empty() && ::histograd::detail::is_cuda(teacher_params[0])) {
-    detail::ema_update_on_device(teacher_params, student_params, momentum);
+  if (!teacher_params.empty() && ::histograd::detail::is_cuda(teacher_params[0])) {  // one launch (cuda/ema.cu)
+    std::vector<Tensor<T>> students;  // contiguous copies only where a student is strided
+    std::vector<T*> t;
+    std::vector<const T*> s;
+    std::vector<int64_t> sizes;
+    for (size_t i = 0; i < teacher_params.size(); ++i) {
+      students.push_back(student_params[i].contiguous());
+      t.push_back(teacher_params[i].device_data());
+      s.push_back(students.back().device_data());
+      sizes.push_back(teacher_params[i].numel());
+    }
+    ::histograd::detail::launch_on_device<std::is_same_v<T, float>>(teacher_params, "ema_update", [&] {
+      cuda::ema_update_multi<T, T>(t.data(), s.data(), sizes.data(), int64_t(t.size()), momentum);
+    });
+    for (const auto& p : teacher_params) p.storage()->bump_version();
     return;
   }
   struct Chunk {

@@ -274,23 +274,6 @@ class Optimizer {
              ", the parameter on ", p.device().str());
     return grad.contiguous();  // a user's set_grad() may have installed a strided view
   }
-  // Runs the collected GPU updates (launch(entries) calls one cuda:: step) once all CPU
-  // parameters are done; every GPU parameter must be on one device.
-  template <class Entry, class Launch>
-  void launch_on_device(const std::vector<Entry>& entries, const std::vector<Tensor<T>>& on_device,
-                        [[maybe_unused]] Launch&& launch) const {
-    if (entries.empty()) return;
-    for (const auto& t : on_device)
-      ::histograd::detail::require_same_device(on_device.front().device(), t.device(), name_);
-#ifdef HISTOGRAD_WITH_CUDA
-    if constexpr (::histograd::detail::one_of<T, float, double>) {
-      cuda::set_device(on_device.front().device().index);
-      launch(entries);
-      return;
-    }
-#endif
-    ::histograd::detail::no_cuda_kernel(name_, dtype_name<T>());
-  }
   void bump(size_t g, size_t i) { groups_[g].params[i].storage()->bump_version(); }
 
   std::vector<ParamGroup<T>> groups_;
@@ -319,7 +302,7 @@ class SGD : public Optimizer<T> {
   void step() override {
     NoGradGuard no_grad;
     std::vector<cuda::SGDTensor<T>> device_entries;
-    std::vector<Tensor<T>> device_tensors;  // keeps contiguous gradient copies alive until the launch
+    std::vector<Tensor<T>> device_tensors;  // the gradients launched: alive until then, one device
     for (size_t g = 0; g < this->groups_.size(); ++g) {
       for (size_t i = 0; i < this->groups_[g].params.size(); ++i) {
         Tensor<T> grad = this->gradient(g, i);
@@ -342,8 +325,8 @@ class SGD : public Optimizer<T> {
         this->bump(g, i);
       }
     }
-    this->launch_on_device(device_entries, device_tensors,
-                           [](const auto& entries) { cuda::sgd_step(entries.data(), int64_t(entries.size())); });
+    ::histograd::detail::launch_on_device<::histograd::detail::one_of<T, float, double>>(
+        device_tensors, this->name_, [&] { cuda::sgd_step(device_entries.data(), int64_t(device_entries.size())); });
   }
 
   double momentum;
@@ -397,7 +380,7 @@ class AdamW : public Optimizer<T> {
   void step() override {
     NoGradGuard no_grad;
     std::vector<cuda::AdamWTensor<T>> device_entries;
-    std::vector<Tensor<T>> device_tensors;  // keeps contiguous gradient copies alive until the launch
+    std::vector<Tensor<T>> device_tensors;  // the gradients launched: alive until then, one device
     for (size_t g = 0; g < this->groups_.size(); ++g) {
       const double lr = this->groups_[g].effective_lr(), weight_decay = this->groups_[g].effective_weight_decay();
       for (size_t i = 0; i < this->groups_[g].params.size(); ++i) {
@@ -424,8 +407,8 @@ class AdamW : public Optimizer<T> {
         this->bump(g, i);
       }
     }
-    this->launch_on_device(device_entries, device_tensors,
-                           [](const auto& entries) { cuda::adamw_step(entries.data(), int64_t(entries.size())); });
+    ::histograd::detail::launch_on_device<::histograd::detail::one_of<T, float, double>>(
+        device_tensors, this->name_, [&] { cuda::adamw_step(device_entries.data(), int64_t(device_entries.size())); });
   }
 
   // Steps taken by the parameters (the largest per-parameter count).
