@@ -1,8 +1,9 @@
-// bf16 autocast (core/autocast.hpp) on CUDA: linear, matmul, bmm and scaled_dot_product_attention
-// under an AutocastGuard run the bf16 cuBLASLt GEMM and attention kernels; checked against the same
-// ops' CPU emulation (bf16 roundings around the fp32 kernels), forward and every gradient. Relative
-// error ≤ 1e-2: the GPU sums in another order, so a value near a rounding boundary may land one bf16
-// ulp (≤ 2^-8 relative) away. Outputs and gradients must be bf16 values, and finite. Skipped without a GPU.
+// bf16 autocast (core/autocast.hpp) on CUDA: linear, matmul, bmm, conv2d and
+// scaled_dot_product_attention under an AutocastGuard run the bf16 cuBLASLt GEMM and attention
+// kernels; checked against the same ops' CPU emulation (bf16 roundings around the fp32 kernels),
+// forward and every gradient. Relative error <= 1e-2: the GPU sums in another order, so a value near
+// a rounding boundary may land one bf16 ulp (<= 2^-8 relative) away. Outputs and gradients must be
+// bf16 values, and finite. Skipped without a GPU.
 #include <functional>
 
 #include "cuda/cuda_test_util.hpp"
@@ -71,6 +72,19 @@ TEST_CASE("cuda autocast linear: bf16 GEMM with the bias epilogue, forward and g
   check_autocast(with_bias, {{5, 13}, {7, 13}, {7}}, 20);  // odd sizes
   check_autocast(no_bias, {{2, 9, 32}, {16, 32}}, 30);
   check_autocast(transposed_x, {{24, 6}, {8, 24}, {8}}, 40);
+}
+
+TEST_CASE("cuda autocast linear: a weight used twice in a region reads one cached bf16 copy; conv2d in bf16") {
+  HG_REQUIRE_GPU();
+  // The cached weight (converted by the first call) serves the second call and both backwards.
+  const Op twice = [](const std::vector<Tensor<float>>& t) {
+    return hg::add(hg::linear(t[0], t[1], t[2]), hg::linear(hg::mul(t[0], 0.5f), t[1], t[2]));
+  };
+  check_autocast(twice, {{4, 9, 64}, {32, 64}, {32}}, 50);
+  const Op stem = [](const std::vector<Tensor<float>>& t) { return hg::conv2d(t[0], t[1], t[2], 16); };
+  const Op padded = [](const std::vector<Tensor<float>>& t) { return hg::conv2d(t[0], t[1], t[2], 1, 1); };
+  check_autocast(stem, {{2, 3, 64, 48}, {64, 3, 16, 16}, {64}}, 60);  // the ViT stem: bf16 GEMM on patches
+  check_autocast(padded, {{2, 3, 12, 10}, {8, 3, 3, 3}, {8}}, 70);    // cuDNN fp32 on bf16-rounded operands
 }
 
 TEST_CASE("cuda autocast matmul and bmm: broadcast batch dims, transposed operands, 1-D operands") {

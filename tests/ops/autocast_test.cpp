@@ -1,9 +1,10 @@
-// bf16 autocast (core/autocast.hpp) on the CPU: linear, matmul, bmm and scaled_dot_product_attention
-// under an AutocastGuard against the fp32 ops on operands rounded here by hand (Tensor::to<bfloat16>),
-// with the rounding of every output and gradient written out: bitwise equal for the products, within
-// one bf16 ulp for attention's gradients (written as the naive softmax formula). Also: the flag is
-// read at forward time, guards nest and restore on exceptions, double ignores it, and a tiny ViT
-// trains within ~2e-2 of fp32 while visibly differing from it.
+// bf16 autocast (core/autocast.hpp) on the CPU: linear, matmul, bmm, conv2d and
+// scaled_dot_product_attention under an AutocastGuard against the fp32 ops on operands rounded here
+// by hand (Tensor::to<bfloat16>), with the rounding of every output and gradient written out: bitwise
+// equal for the products and convolutions, within one bf16 ulp for attention's gradients (written as
+// the naive softmax formula). Also: the region's weight cache (one conversion per parameter, emptied
+// with the region), the flag is read at forward time, guards nest and restore on exceptions, double
+// ignores it, and a tiny ViT trains within ~2e-2 of fp32 while visibly differing from it.
 #include <stdexcept>
 
 #include "test_util.hpp"
@@ -109,6 +110,94 @@ TEST_CASE("autocast linear: bf16 operands and bias, fp32 accumulation, bf16 outp
     check_exact_bf16(x.grad(), bf(hg::matmul(g_rows, bf(w))).reshape(c.x_shape));
     check_exact_bf16(w.grad(), bf(hg::matmul(g_rows.mT(), x_rows)));
     if (c.bias) check_exact_bf16(b.grad(), bf(hg::sum(g_rows, {0})));
+  }
+}
+
+TEST_CASE("autocast linear: a parameter is converted once per region, and the cache empties when the region ends") {
+  auto& cache = hg::Autocast::cache();
+  Tensor<float> w = leaf({4, 6}, 60), b = leaf({4}, 61), x = random_t<float>({3, 6}, 62);
+  const Tensor<float> activation_weight = hg::mul(w, 1.0f);  // not a leaf: never cached
+  Tensor<float> frozen = random_t<float>({4, 6}, 63);        // a leaf without requires_grad: never cached
+  Tensor<float> y1, y2;
+  {
+    hg::AutocastGuard autocast;
+    y1 = hg::linear(x, w, b);
+    CHECK(cache.size() == 1);
+    y2 = hg::linear(x, w, b);  // the cached bf16 W
+    CHECK(cache.size() == 1);
+    hg::linear(x, activation_weight);
+    hg::linear(x, frozen);
+    CHECK(cache.size() == 1);
+    {
+      hg::AutocastGuard inner;  // nested regions share the cache
+      hg::AutocastGuard off(false);
+      hg::linear(x, w, b);
+    }
+    CHECK(cache.size() == 1);
+  }
+  CHECK(cache.empty());
+  check_exact_bf16(y1, bf(hg::linear(bf(x), bf(w), bf(b))));
+  check_exact_bf16(y2, y1);
+
+  // Backward reads the bf16 W the forward used, after the region and its cache are gone.
+  const Tensor<float> g = random_t<float>(y1.shape(), 64);
+  hg::add(y1, y2).backward(g);
+  check_exact_bf16(w.grad(), hg::mul(bf(hg::matmul(bf(g).mT(), bf(x))), 2.0f));
+  Tensor<float> xl = leaf({3, 6}, 62);
+  {
+    hg::AutocastGuard autocast;
+    hg::linear(xl, w, b).backward(g);
+  }
+  check_exact_bf16(xl.grad(), bf(hg::matmul(bf(g), bf(w))));
+
+  // The optimizer changes W between regions: the next region converts the new values.
+  {
+    hg::NoGradGuard no_grad;
+    w.copy_(random_t<float>({4, 6}, 65));
+  }
+  Tensor<float> y3;
+  {
+    hg::AutocastGuard autocast;
+    y3 = hg::linear(x, w, b);
+  }
+  check_exact_bf16(y3, bf(hg::linear(bf(x), bf(w), bf(b))));
+  CHECK(y3.to_vector() != y1.to_vector());
+}
+
+TEST_CASE("autocast conv2d: the patch path is bf16 linear; other convolutions round operands, output and gradients") {
+  struct Case {
+    hg::Shape x_shape, w_shape;
+    int64_t stride, padding, groups;
+    bool bias;
+  };
+  uint64_t seed = 70;
+  for (const Case& c : {Case{{2, 3, 8, 8}, {5, 3, 4, 4}, 4, 0, 1, true},   // the ViT stem: patch path
+                        Case{{2, 3, 7, 6}, {4, 3, 3, 3}, 1, 1, 1, true},   // padded 3x3
+                        Case{{1, 4, 9, 9}, {6, 2, 3, 3}, 2, 1, 2, false}}) {  // strided, grouped
+    CAPTURE(hg::to_string(c.w_shape));
+    Tensor<float> x = leaf(c.x_shape, seed++), w = leaf(c.w_shape, seed++);
+    Tensor<float> b = c.bias ? leaf({c.w_shape[0]}, seed++) : Tensor<float>();
+    Tensor<float> y;
+    {
+      hg::AutocastGuard autocast;
+      y = hg::conv2d(x, w, b, c.stride, c.padding, 1, c.groups);
+    }
+    // The reference: the fp32 convolution of rounded leaves, its output rounded, backward from the
+    // rounded upstream gradient, each gradient rounded.
+    Tensor<float> xr = bf(x), wr = bf(w), br = c.bias ? bf(b) : Tensor<float>();
+    xr.requires_grad_();
+    wr.requires_grad_();
+    if (c.bias) br.requires_grad_();
+    const Tensor<float> reference = hg::conv2d(xr, wr, br, c.stride, c.padding, 1, c.groups);
+    check_exact_bf16(y, bf(reference));
+    CHECK(y.to_vector() != hg::conv2d(x, w, b, c.stride, c.padding, 1, c.groups).to_vector());
+
+    const Tensor<float> g = random_t<float>(y.shape(), seed++);
+    y.backward(g);
+    reference.backward(bf(g));
+    check_exact_bf16(x.grad(), bf(xr.grad()));
+    check_exact_bf16(w.grad(), bf(wr.grad()));
+    if (c.bias) check_exact_bf16(b.grad(), bf(br.grad()));
   }
 }
 

@@ -4,6 +4,9 @@
 // Shapes: x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O] or undefined (no bias).
 // CUDA tensors (float32) go to cuDNN (cuda/conv.hpp; TF32 as cuda::allow_tf32()); without cuDNN,
 // the kernel == stride convolutions take the patch path on the device, the rest are refused.
+// Under autocast (core/autocast.hpp) float convolutions compute in bf16 on either device: the
+// patch path is autocast's bf16 linear; any other convolution runs the fp32 kernel on operands
+// rounded to bf16, its output and gradients rounded (bf16's numerics, not its speed).
 #pragma once
 #include <type_traits>
 
@@ -129,6 +132,13 @@ Tensor<T> conv2d(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
   const bool patchable = s.kernel_h == s.stride_h && s.kernel_w == s.stride_w && s.pad_h == 0 && s.pad_w == 0 &&
                          groups == 1 && (s.kernel_h == 1 || s.dilation_h == 1) &&
                          (s.kernel_w == 1 || s.dilation_w == 1) && s.in_h % s.kernel_h == 0 && s.in_w % s.kernel_w == 0;
+  if constexpr (std::is_same_v<T, float>)
+    if (Autocast::is_enabled()) {
+      if (patchable) return detail::patchify_conv(x, weight, bias);
+      AutocastGuard fp32_kernel(false);  // on the rounded operands; the rounding nodes keep backward in bf16
+      return detail::autocast_round(conv2d(detail::autocast_round(x), detail::autocast_round(weight),
+                                           detail::autocast_round(bias), stride, padding, dilation, groups));
+    }
   if (x.device().is_cuda()) return detail::cuda_conv2d(x, weight, bias, s, patchable);
   if (patchable) return detail::patchify_conv(x, weight, bias);
   Tensor<T> xc = x.detach().contiguous(), wc = weight.detach().contiguous();

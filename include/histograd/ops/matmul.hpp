@@ -8,6 +8,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -155,18 +156,24 @@ Tensor<T> round_to_bf16(const Tensor<T>& x) {
   });
 }
 
+// t in C for a product: converted (keeping .mT() views transposed), or t itself when already in C.
+template <class C, class U>
+Tensor<C> in_compute_type(const Tensor<U>& t) {
+  if constexpr (std::is_same_v<C, U>) return t;
+  else return keeping_transpose(t, [](const Tensor<U>& u) { return u.template to<C>(); });
+}
+
 // The CUDA twin of batched_product below: a [..., M, K] @ b [..., K, N] -> [batch..., M, N] in C,
 // which is T, or bfloat16 for autocast: the 3-D operand views are laid out in T, then converted.
-// A bias [N] (autocast's linear) is fused for 2-D operands.
-template <class C, class T>
-Tensor<C> cuda_batched_product(const Tensor<T>& a, const Tensor<T>& b, const Tensor<T>& bias = Tensor<T>()) {
+// b may arrive in C already (autocast's cached weights; then it is 2-D). A bias [N] (autocast's
+// linear) is fused for 2-D operands.
+template <class C, class T, class B = T>
+Tensor<C> cuda_batched_product(const Tensor<T>& a, const Tensor<B>& b, const Tensor<T>& bias = Tensor<T>()) {
+  static_assert(std::is_same_v<B, T> || std::is_same_v<B, C>);
+  HG_CHECK((std::is_same_v<B, T> || b.dim() == 2), "matmul", "expected a 2-D converted operand, got ", b.dim(), " dims");
   HG_CHECK(b.device() == a.device(), "matmul", "expected both operands on one device, got ", a.device().str(), " and ",
            b.device().str());
   check_cuda_float(std::is_same_v<T, float>, "matmul", dtype_name<T>());
-  auto in_c = [](const Tensor<T>& t) {
-    if constexpr (std::is_same_v<C, T>) return t;
-    else return keeping_transpose(t, [](const Tensor<T>& u) { return u.template to<C>(); });
-  };
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   const Shape a_batch(a.shape().begin(), a.shape().end() - 2), b_batch(b.shape().begin(), b.shape().end() - 2);
   const Shape out_batch = broadcast_shapes(a_batch, b_batch, "matmul");
@@ -175,17 +182,26 @@ Tensor<C> cuda_batched_product(const Tensor<T>& a, const Tensor<T>& b, const Ten
   out_shape.insert(out_shape.end(), {M, N});
   Tensor<C> out(out_shape, a.device());
   if (out.numel() == 0) return out;
+  // b [..., K, N] as [count, K, N] in C; b already in C is 2-D: one matrix read count times.
+  auto b_batched = [&](const Shape& batch_shape) -> Tensor<C> {
+    if constexpr (std::is_same_v<B, T>) return in_compute_type<C>(as_batched(b, batch_shape));
+    else return make_view(b, {numel_of(batch_shape), K, N}, {0, b.stride(0), b.stride(1)}, b.storage_offset());
+  };
   if (batch > 1 && numel_of(b_batch) == 1) {  // one right matrix: a's batch folds into its rows
     if (auto strides = view_strides(a.shape(), a.strides(), {batch * M, K})) {
       Tensor<T> a_rows = make_view(a, {1, batch * M, K}, {0, (*strides)[0], (*strides)[1]}, a.storage_offset());
       Tensor<C> out_rows = out.view({1, batch * M, N});
-      cuda_product_into(in_c(a_rows), in_c(as_batched(b.reshape({K, N}), Shape{})), out_rows);
+      if constexpr (std::is_same_v<B, T>)
+        cuda_product_into(in_compute_type<C>(a_rows), in_compute_type<C>(as_batched(b.reshape({K, N}), Shape{})),
+                          out_rows);
+      else
+        cuda_product_into(in_compute_type<C>(a_rows), b_batched(Shape{}), out_rows);
       return out;
     }
   }
   Tensor<C> out3 = out.view({batch, M, N});
-  cuda_product_into(in_c(as_batched(a, out_batch)), in_c(as_batched(b, out_batch)), out3,
-                    bias.defined() && a.dim() == 2 && b.dim() == 2 ? in_c(bias) : Tensor<C>());
+  cuda_product_into(in_compute_type<C>(as_batched(a, out_batch)), b_batched(out_batch), out3,
+                    bias.defined() && a.dim() == 2 && b.dim() == 2 ? in_compute_type<C>(bias) : Tensor<C>());
   return out;
 }
 
@@ -261,11 +277,47 @@ bool autocast_applies() {
   return std::is_same_v<T, float> && Autocast::is_enabled();
 }
 
+// round_to_bf16 as an autograd op whose backward rounds the gradient as well: how autocast wraps
+// an op that it runs through the fp32 kernel on bf16 operands (conv2d off the patch path).
+template <class T>
+Tensor<T> autocast_round(const Tensor<T>& x) {
+  if (!x.defined()) return x;
+  Tensor<T> y = round_to_bf16(x.detach());
+  if (autograd::needs_grad(x))
+    autograd::record(y, "AutocastRound", {x}, [](const Tensor<T>& g, const NeedsGrad&) {
+      return std::vector<Tensor<T>>{round_to_bf16(g)};
+    });
+  return y;
+}
+
+// b as an autocast product reads it on the CPU: a float tensor of bf16 values (a b already in
+// bfloat16, a cached weight, is widened; a float b is rounded).
+template <class T, class B>
+Tensor<T> rounded_operand(const Tensor<B>& b) {
+  if constexpr (std::is_same_v<B, bfloat16>) return in_compute_type<T>(b);
+  else return round_to_bf16(b);
+}
+
+// W's bf16 form for autocast's products (a .mT() of it stays a transposed view). Inside an autocast
+// region a parameter (a leaf that requires grad) is converted once and cached for the region
+// (core/autocast.hpp); anything else is converted on each call.
+template <class T>
+Tensor<bfloat16> autocast_weight(const Tensor<T>& weight) {
+  auto convert = [&weight] { return in_compute_type<bfloat16>(weight.detach()); };
+  if (!Autocast::is_enabled() || !weight.requires_grad() || !weight.is_leaf()) return convert();
+  const void* key = weight.impl().get();
+  if (const void* hit = Autocast::find_cached(key)) return *static_cast<const Tensor<bfloat16>*>(hit);
+  auto converted = std::make_shared<const Tensor<bfloat16>>(convert());
+  Autocast::cache().push_back({key, weight.impl(), converted});
+  return *converted;
+}
+
 // batched_product (+ bias[N] for 2-D operands) the way autocast multiplies: operands rounded to
 // bf16, fp32 accumulation, the result rounded to bf16. CUDA runs the bf16 GEMM; the CPU rounds
 // around the fp32 kernels, in linear's order (bias rows first) so it matches fp32 linear exactly.
-template <class T>
-Tensor<T> autocast_product(const Tensor<T>& a, const Tensor<T>& b, const Tensor<T>& bias = Tensor<T>()) {
+// b is float, or bfloat16 already (a weight from autocast_weight).
+template <class T, class B = T>
+Tensor<T> autocast_product(const Tensor<T>& a, const Tensor<B>& b, const Tensor<T>& bias = Tensor<T>()) {
   const bool fused_bias = bias.defined() && a.size(-1) > 0;  // cuBLASLt skips the epilogue when K = 0
   Tensor<T> out;
   if (a.device().is_cuda() || b.device().is_cuda()) {
@@ -276,9 +328,9 @@ Tensor<T> autocast_product(const Tensor<T>& a, const Tensor<T>& b, const Tensor<
     const int64_t M = a.size(0), N = b.size(1);
     out = Tensor<T>({M, N});
     cpu::fill_rows(out.data(), M, N, N, round_to_bf16(bias).data());
-    mm_into(round_to_bf16(a), round_to_bf16(b), out, true);
+    mm_into(round_to_bf16(a), rounded_operand<T>(b), out, true);
   } else {
-    out = batched_product(round_to_bf16(a), round_to_bf16(b));
+    out = batched_product(round_to_bf16(a), rounded_operand<T>(b));
   }
   return round_to_bf16(out);
 }
@@ -376,13 +428,15 @@ Tensor<T> cuda_linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<
 }
 
 // linear under autocast, on either device: every product an autocast_product (the bias added in
-// fp32 before the output's rounding), db = bf16(Σ rows of bf16(g)). The closure rounds even when
-// backward() runs after the guard is gone, as the forward decided.
+// fp32 before the output's rounding), db = bf16(Σ rows of bf16(g)). W is read in its bf16 form
+// (autocast_weight: converted once per region for a parameter), which backward keeps, as torch
+// saves the cast weight. The closure rounds even when backward() runs after the guard is gone.
 template <class T>
 Tensor<T> autocast_linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias) {
   check_linear_devices(x, weight, bias);
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
-  Tensor<T> x_rows = as_rows(x.detach(), in_features), w = weight.detach();
+  Tensor<T> x_rows = as_rows(x.detach(), in_features);
+  Tensor<bfloat16> w = autocast_weight(weight);
   Shape y_shape = x.shape();
   y_shape.back() = out_features;
   Tensor<T> y = autocast_product(x_rows, w.mT(), bias).view(y_shape);
