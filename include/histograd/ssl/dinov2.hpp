@@ -193,11 +193,11 @@ Tensor<T> koleo_loss(const Tensor<T>& x, double eps = 1e-8) {
   Tensor<int64_t> neighbour;
   {
     NoGradGuard no_grad;
-    // B x B dot products (B the batch): the diagonal is masked on the host.
-    Tensor<T> dots = matmul(unit.detach(), unit.detach().mT()).cpu().contiguous();
-    const int64_t n = dots.size(0);
-    for (int64_t i = 0; i < n; ++i) dots.data()[i * n + i] = T(-1);
-    neighbour = argmax(dots, 1).to(x.device());
+    // B x B dot products (B the batch), the diagonal set to -1 as KoLeoLoss does; all on x's
+    // device, so a GPU step does not wait on a copy back.
+    const Tensor<T> dots = matmul(unit.detach(), unit.detach().mT());
+    const Tensor<T> index = arange<T>(T(0), static_cast<T>(x.size(0)), T(1), x.device());
+    neighbour = argmax(masked_fill(dots, eq(index.unsqueeze(1), index.unsqueeze(0)), T(-1)), 1);
   }
   const Tensor<T> diff = unit - index_select(unit, 0, neighbour) + static_cast<T>(1e-8);
   const Tensor<T> distances = sqrt(sum(square(diff), {-1}));
