@@ -140,21 +140,15 @@ RandomMasking<T> random_masking(const Tensor<T>& x, double mask_ratio, const Ten
   const int64_t len_keep = static_cast<int64_t>(static_cast<double>(length) * (1.0 - mask_ratio));
   HG_CHECK(len_keep >= 1, "random_masking", "mask ratio ", mask_ratio, " keeps no token of ", length);
   RandomMasking<T> out;
-  const Tensor<int64_t> ids_shuffle = argsort(noise.detach(), 1);
-  // The inverse permutation and the mask are N·L integers: built on the host, then moved to x's
-  // device with ids_keep (the noise may be a host tensor: the same draws on either device).
-  const Tensor<int64_t> shuffle_host = ids_shuffle.cpu();
-  out.ids_restore = Tensor<int64_t>(Shape{n, length});
-  out.mask = Tensor<T>(Shape{n, length});
-  for (int64_t s = 0; s < n; ++s)
-    for (int64_t rank = 0; rank < length; ++rank) {
-      const int64_t token = shuffle_host.data()[s * length + rank];
-      out.ids_restore.data()[s * length + token] = rank;
-      out.mask.data()[s * length + token] = rank < len_keep ? T(0) : T(1);
-    }
-  out.ids_restore = out.ids_restore.to(x.device());
-  out.mask = out.mask.to(x.device());
-  out.ids_keep = ids_shuffle.narrow(1, 0, len_keep).contiguous().to(x.device());
+  // On x's device from the sort on: the noise may be a host tensor (the same draws on either
+  // device), and nothing comes back to the host. ids_restore, the inverse permutation, is the
+  // argsort of ids_shuffle; the mask is [0]*len_keep + [1]*(L - len_keep) unshuffled by it.
+  const Tensor<int64_t> ids_shuffle = argsort(noise.detach(), 1).to(x.device());
+  out.ids_restore = argsort(ids_shuffle, 1);
+  const Tensor<T> kept_first =
+      cat<T>({zeros<T>({1, len_keep}, x.device()), ones<T>({1, length - len_keep}, x.device())}, 1);
+  out.mask = gather(kept_first.expand({n, length}), 1, out.ids_restore);
+  out.ids_keep = ids_shuffle.narrow(1, 0, len_keep).contiguous();
   out.x_masked = gather(x, 1, out.ids_keep.unsqueeze(-1).expand({n, len_keep, dim}));
   return out;
 }
