@@ -2,10 +2,12 @@
 # One run on a GPU machine (the device tool): build histograd::cuda and the CUDA suites and
 # benchmarks for the card in hand, run every CUDA test against the CPU reference, then the
 # benchmarks beside PyTorch, and print a short table last. Logs go to $OUT (or ./gpu_out).
-# Usage (device tool): bash scripts/gpu_check.sh [tests|bench|all]   with .devdeps carried
+# Usage (device tool): bash scripts/gpu_check.sh [tests|bench|profile|all]   with .devdeps carried
 # (scripts/gpu_devdeps.sh fills it: Eigen and doctest from this machine, DINO's reference files
 # for torch_dino_step.py; HG_DEVDEPS names another folder). HG_TESTS_ONLY / HG_BENCH_ONLY: regexes
-# picking test and benchmark names.
+# picking test and benchmark names. profile (also part of all): Nsight Compute on the flash
+# attention kernels at bf16 D128 N4096 (HG_PROFILE_CASE="N,D" picks another), the sections that
+# say why the Hopper forward runs at a third of torch's speed (ATTENTION_NOTES.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -45,13 +47,15 @@ cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DHISTOGRAD_WSI=OFF -DHISTOGR
 bench_targets=$(ls benchmarks/cuda/*.cu benchmarks/cuda/*.cpp 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.[a-z]*$//' |
                 grep -E "${HG_BENCH_ONLY:-.}" | tr '\n' ' ')  # HG_BENCH_ONLY: a regex picking benchmarks
 stamp "build (benchmarks: ${bench_targets:-none})"
-make -C build/gpu -k -j"$(nproc)" test_cuda $bench_targets >"$out/build.log" 2>&1
+build_what="test_cuda $bench_targets"
+[ "$what" = profile ] && build_what=attention_bench
+make -C build/gpu -k -j"$(nproc)" $build_what >"$out/build.log" 2>&1
 build_status=$?
 grep -E "error|warning" "$out/build.log" | head -40
 stamp "build finished with status $build_status"
 
 declare -a summary
-if [ "$what" != bench ]; then
+if [ "$what" = tests ] || [ "$what" = all ]; then
   for test in build/gpu/tests/test_cuda_*; do
     [ -x "$test" ] || continue
     name=$(basename "$test")
@@ -64,7 +68,7 @@ if [ "$what" != bench ]; then
   done
   stamp "tests done"
 fi
-if [ "$what" != tests ]; then
+if [ "$what" = bench ] || [ "$what" = all ]; then
   for name in $bench_targets; do
     bench=build/gpu/benchmarks/cuda/$name
     [ -x "$bench" ] || { summary+=("$(printf '%-40s not built' "$name")"); continue; }
@@ -81,6 +85,28 @@ if [ "$what" != tests ]; then
   for log in "$out"/*bench.log "$out"/torch_*.log; do
     [ -f "$log" ] && { echo "== $(basename "$log")"; tail -25 "$log"; }
   done
+fi
+if [ "$what" = profile ] || [ "$what" = all ]; then
+  bench=build/gpu/benchmarks/cuda/attention_bench
+  if ! command -v ncu >/dev/null; then
+    summary+=("ncu                                      not found: no profile")
+  elif [ -x "$bench" ]; then
+    sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats
+              --section SchedulerStats --section Occupancy --section LaunchStats --section SourceCounters)
+    for pass in forward backward; do
+      # the flash kernel the bench runs (Hopper's, or v1's on other cards); its 4th launch, past
+      # the first warm-up calls
+      kernel=attention_${pass}
+      HG_ATTENTION_CASE="${HG_PROFILE_CASE:-4096,128}" timeout 150 ncu -k "regex:attention_${pass}_(hopper|flash)" --launch-skip 3 \
+        --launch-count 1 "${sections[@]}" "$bench" >"$out/ncu_$kernel.log" 2>&1
+      summary+=("$(printf '%-40s rc=%s' "ncu $kernel" "$?")")
+      grep -E "^  attention|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Registers Per|Achieved Occupancy|No Eligible|Stall|Warp Cycles Per Issued" \
+        "$out/ncu_$kernel.log" | head -24
+    done
+    stamp "profile done"
+  else
+    summary+=("attention_bench                          not built: no profile")
+  fi
 fi
 echo "== summary ($(head -1 "$out/gpu.txt"))"
 printf '%s\n' "${summary[@]}"

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -116,9 +117,19 @@ int main() {
   };
   const Shape shapes[] = {{64, 12, 197, false}, {16, 12, 1024, false}, {4, 12, 4096, false},
                           {16, 12, 1024, true},  {4, 12, 4096, true}};
+  // HG_ATTENTION_CASE="N,D" runs that one non-causal bf16 case with the default kernel only: the
+  // shape scripts/gpu_check.sh profiles under ncu.
+  long long only_n = 0, only_d = 0;
+  if (const char* only = std::getenv("HG_ATTENTION_CASE"))
+    if (std::sscanf(only, "%lld,%lld", &only_n, &only_d) != 2) only_n = only_d = 0;
   try {
     for (int64_t D : {64, 128})
       for (const Shape& s : shapes) {
+        if (only_n > 0) {
+          if (s.N == only_n && D == only_d && !s.causal)
+            bench<histograd::bfloat16>("bf16", s.B, s.H, s.N, D, false, hc::AttentionKernel::flash);
+          continue;
+        }
         for (hc::AttentionKernel kernel : {hc::AttentionKernel::flash, hc::AttentionKernel::flash_v1}) {
           bench<histograd::bfloat16>("bf16", s.B, s.H, s.N, D, s.causal, kernel);
           bench<histograd::half>("fp16", s.B, s.H, s.N, D, s.causal, kernel);
