@@ -385,21 +385,25 @@ __global__ void __launch_bounds__(kFlashThreads) attention_forward_flash(const T
       }
     }
 
+    // Scores to the log2 domain; masking is one warp-uniform branch around the whole block, so the
+    // unrolled score_bias copies stay out of the hot path (as in attention_hopper.cuh).
     const int64_t n0 = static_cast<int64_t>(kb) * BN;
-    const bool need_bias = p.mask != nullptr || p.key_padding != nullptr || n0 + BN > Nk ||
-                           (p.causal && n0 + BN - 1 > warp_row0);
+    if (p.mask != nullptr || p.key_padding != nullptr || n0 + BN > Nk || (p.causal && n0 + BN - 1 > warp_row0)) {
 #pragma unroll
-    for (int nt = 0; nt < BN / 8; ++nt) {
+      for (int nt = 0; nt < BN / 8; ++nt)
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        float x = s[nt][c] * scale_log2;
-        if (need_bias) {
+        for (int c = 0; c < 4; ++c) {
           const int64_t row = warp_row0 + g + 8 * (c / 2), col = n0 + nt * 8 + 2 * t + (c & 1);
+          float x = s[nt][c] * scale_log2;
           if (col >= Nk) x = -kInf;  // zero-filled padding of the last key block
           else if (row < Nq) x += score_bias(p, b, h, row, col) * kLog2e;
+          s[nt][c] = x;
         }
-        s[nt][c] = x;
-      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) s[nt][c] *= scale_log2;
     }
 
     // Online softmax: the quad (4 lanes) sharing g holds a row; reduce over it with shuffles.
