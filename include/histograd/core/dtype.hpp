@@ -1,9 +1,13 @@
-// Element types. float and double compute on the CPU; bfloat16 and half are storage types
-// (the GPU computes in them and checkpoints arrive in them): here they convert to and from
-// float with round-to-nearest-even, bit-exact with PyTorch's conversions.
+// Element types. float and double compute on the CPU; bfloat16 and half convert to and from
+// float with round-to-nearest-even, bit-exact with PyTorch's conversions, and their arithmetic
+// is PyTorch's CPU arithmetic for them: each operand widened to float, the operation done in
+// float, the result rounded back once (sums accumulate in float: accumulate_t).
 #pragma once
+#include <concepts>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <ostream>
 #include <string_view>
 #include <type_traits>
 
@@ -25,6 +29,7 @@ struct bfloat16 {
     std::memcpy(&f, &u, 4);
     return f;
   }
+  explicit operator double() const { return static_cast<float>(*this); }
 };
 
 struct half {
@@ -70,11 +75,41 @@ struct half {
     std::memcpy(&f, &u, 4);
     return f;
   }
+  explicit operator double() const { return static_cast<float>(*this); }
 };
 
+// bfloat16 and half: the 16-bit floats that compute in float. compute_t<T> is the type an op on
+// T runs in (float for them, T itself otherwise) and to_compute widens one value to it.
+template <class T> concept reduced_float = std::same_as<T, bfloat16> || std::same_as<T, half>;
+template <class T> constexpr bool is_reduced_float = reduced_float<T>;
+template <class T> using compute_t = std::conditional_t<reduced_float<T>, float, T>;
+template <class T> compute_t<T> to_compute(T v) { return static_cast<compute_t<T>>(v); }
+
+// One rounding per operation; there is deliberately no implicit conversion, so an expression
+// mixing bfloat16 with float does not compile rather than silently widening or narrowing.
+template <reduced_float T> T operator+(T a, T b) { return T(float(a) + float(b)); }
+template <reduced_float T> T operator-(T a, T b) { return T(float(a) - float(b)); }
+template <reduced_float T> T operator*(T a, T b) { return T(float(a) * float(b)); }
+template <reduced_float T> T operator/(T a, T b) { return T(float(a) / float(b)); }
+template <reduced_float T> T operator-(T a) { T out = a; out.bits ^= 0x8000u; return out; }  // exact, NaN too
+template <reduced_float T> T operator+(T a) { return a; }
+template <reduced_float T> T& operator+=(T& a, T b) { return a = a + b; }
+template <reduced_float T> T& operator-=(T& a, T b) { return a = a - b; }
+template <reduced_float T> T& operator*=(T& a, T b) { return a = a * b; }
+template <reduced_float T> T& operator/=(T& a, T b) { return a = a / b; }
+// Compared as floats: -0 == +0 and NaN is unordered, as in PyTorch.
+template <reduced_float T> bool operator==(T a, T b) { return float(a) == float(b); }
+template <reduced_float T> bool operator<(T a, T b) { return float(a) < float(b); }
+template <reduced_float T> bool operator<=(T a, T b) { return float(a) <= float(b); }
+template <reduced_float T> bool operator>(T a, T b) { return float(a) > float(b); }
+template <reduced_float T> bool operator>=(T a, T b) { return float(a) >= float(b); }
+template <reduced_float T> std::ostream& operator<<(std::ostream& out, T v) { return out << float(v); }
+
 // The type the CPU kernels sum T in: double for float, so a float result does not carry the
-// rounding of a long float sum (parity with float64 references needs it), T otherwise.
-template <class T> using accumulate_t = std::conditional_t<std::is_same_v<T, float>, double, T>;
+// rounding of a long float sum (parity with float64 references needs it); float for bfloat16
+// and half (PyTorch's CPU sums them in float and rounds once); T otherwise.
+template <class T>
+using accumulate_t = std::conditional_t<std::is_same_v<T, float>, double, compute_t<T>>;
 
 template <class T> constexpr std::string_view dtype_name() {
   if constexpr (std::is_same_v<T, float>) return "float32";
@@ -91,3 +126,32 @@ template <class T> constexpr std::string_view dtype_name() {
 template <class T> constexpr bool is_floating = std::is_floating_point_v<T>;
 
 }  // namespace histograd
+
+// numeric_limits for the 16-bit floats, so generic code asking for infinity() or lowest() gets
+// the real value rather than the primary template's T() (zero).
+namespace histograd::detail {
+template <class T> T from_bits(uint16_t bits) {
+  T out;
+  out.bits = bits;
+  return out;
+}
+template <class T, uint16_t Inf, uint16_t Max, uint16_t Min, uint16_t Eps, uint16_t NaN, int Digits>
+struct limits16 {
+  static constexpr bool is_specialized = true, is_signed = true, is_integer = false, is_exact = false;
+  static constexpr bool has_infinity = true, has_quiet_NaN = true, has_signaling_NaN = false;
+  static constexpr int digits = Digits, radix = 2;
+  static T infinity() { return from_bits<T>(Inf); }
+  static T quiet_NaN() { return from_bits<T>(NaN); }
+  static T max() { return from_bits<T>(Max); }
+  static T lowest() { return from_bits<T>(static_cast<uint16_t>(Max | 0x8000u)); }
+  static T min() { return from_bits<T>(Min); }  // smallest positive normal
+  static T epsilon() { return from_bits<T>(Eps); }
+};
+}  // namespace histograd::detail
+
+template <>
+struct std::numeric_limits<histograd::bfloat16>
+    : histograd::detail::limits16<histograd::bfloat16, 0x7f80, 0x7f7f, 0x0080, 0x3c00, 0x7fc0, 8> {};
+template <>
+struct std::numeric_limits<histograd::half>
+    : histograd::detail::limits16<histograd::half, 0x7c00, 0x7bff, 0x0400, 0x1400, 0x7e00, 11> {};

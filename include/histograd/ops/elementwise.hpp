@@ -2,6 +2,8 @@
 // map and, right below, its derivative. Binary ops reduce their gradients back to each
 // input's shape with sum_to (the adjoint of broadcasting). Definitions: MODELS.md §0.1.
 // CUDA tensors take the same op's kernel through ops/device.hpp (op codes of cuda/elementwise.hpp).
+// bfloat16/half (no autograd) compute each op in float and round once, as PyTorch's CPU does:
+// through their operators (core/dtype.hpp), to_compute, and scalars held as float.
 #pragma once
 #include <cmath>
 #include <type_traits>
@@ -15,7 +17,8 @@
 
 namespace histograd {
 
-template <class T> using Scalar = std::type_identity_t<T>;  // scalars never drive deduction
+// Scalars never drive deduction; for bfloat16/half they are float, as PyTorch applies them.
+template <class T> using Scalar = std::type_identity_t<compute_t<T>>;
 
 namespace detail {
 inline void check_same_device(const Device& a, const Device& b, const char* op) { require_same_device(a, b, op); }
@@ -51,8 +54,9 @@ Tensor<T> map2(cuda::BinaryOp op, const Tensor<T>& a, const Tensor<T>& b, F f, c
 template <class T> Tensor<T> negated(const Tensor<T>& t) {
   return is_cuda(t) ? cuda_unary(cuda::UnaryOp::Neg, t) : cpu::map<T>(t, [](T v) { return -v; });
 }
-template <class T> Tensor<T> scaled(const Tensor<T>& t, T s) {
-  return is_cuda(t) ? cuda_unary(cuda::UnaryOp::MulScalar, t, double(s)) : cpu::map<T>(t, [s](T v) { return v * s; });
+template <class T> Tensor<T> scaled(const Tensor<T>& t, compute_t<T> s) {
+  return is_cuda(t) ? cuda_unary(cuda::UnaryOp::MulScalar, t, double(s))
+                    : cpu::map<T>(t, [s](T v) { return T(to_compute(v) * s); });
 }
 }  // namespace detail
 
@@ -109,25 +113,32 @@ template <class T> Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
 }
 
 // Scalar forms: y = a + s, a * s, s - a, s / a, ... (s is a constant: no gradient).
+// PyTorch rounds an added scalar to a bfloat16/half tensor's type first, but not a multiplier.
 template <class T> Tensor<T> add(const Tensor<T>& a, Scalar<T> s) {
-  Tensor<T> y = detail::is_cuda(a) ? detail::cuda_unary(cuda::UnaryOp::AddScalar, a, double(s)) : cpu::map<T>(a, [s](T x) { return x + s; });
+  Tensor<T> y = detail::is_cuda(a) ? detail::cuda_unary(cuda::UnaryOp::AddScalar, a, double(s))
+                                   : cpu::map<T>(a, [s = to_compute(T(s))](T x) { return T(to_compute(x) + s); });
   autograd::record(y, "AddScalar", {a}, [](const Tensor<T>& g, const NeedsGrad&) { return std::vector<Tensor<T>>{g}; });
   return y;
 }
 template <class T> Tensor<T> mul(const Tensor<T>& a, Scalar<T> s) {
-  Tensor<T> y = detail::scaled(a, T(s));
+  Tensor<T> y = detail::scaled(a, s);
   autograd::record(y, "MulScalar", {a}, [s](const Tensor<T>& g, const NeedsGrad&) {
-    return std::vector<Tensor<T>>{detail::scaled(g, T(s))};
+    return std::vector<Tensor<T>>{detail::scaled(g, s)};
   });
   return y;
 }
-// rsub: y = s - a; rdiv: y = s / a, dy/da = -y / a
-template <class T> Tensor<T> rsub(const Tensor<T>& a, Scalar<T> s) { return add(mul(a, T(-1)), s); }
+// rsub: y = s - a; rdiv: y = s / a, dy/da = -y / a. For bfloat16/half, PyTorch's s / a is
+// a.reciprocal() * s: two roundings.
+template <class T> Tensor<T> rsub(const Tensor<T>& a, Scalar<T> s) { return add(mul(a, Scalar<T>(-1)), s); }
 template <class T> Tensor<T> rdiv(const Tensor<T>& a, Scalar<T> s) {
-  return detail::unary_op(a, "RDiv", [s](T x) { return s / x; }, [](T x, T y) { return -y / x; },
-                          {cuda::UnaryOp::RDivScalar, cuda::BinaryOp::RDivGrad, double(s)});
+  const Scalar<T> numerator = is_reduced_float<T> ? Scalar<T>(1) : s;
+  Tensor<T> y = detail::unary_op(a, "RDiv", [numerator](T x) { return T(numerator / to_compute(x)); },
+                                 [](T x, T y) { return -y / x; },
+                                 {cuda::UnaryOp::RDivScalar, cuda::BinaryOp::RDivGrad, double(numerator)});
+  if constexpr (is_reduced_float<T>) return mul(y, s);
+  else return y;
 }
-template <class T> Tensor<T> neg(const Tensor<T>& a) { return mul(a, T(-1)); }
+template <class T> Tensor<T> neg(const Tensor<T>& a) { return mul(a, Scalar<T>(-1)); }
 
 template <class T> Tensor<T> operator+(const Tensor<T>& a, const Tensor<T>& b) { return add(a, b); }
 template <class T> Tensor<T> operator-(const Tensor<T>& a, const Tensor<T>& b) { return sub(a, b); }
@@ -135,11 +146,15 @@ template <class T> Tensor<T> operator*(const Tensor<T>& a, const Tensor<T>& b) {
 template <class T> Tensor<T> operator/(const Tensor<T>& a, const Tensor<T>& b) { return div(a, b); }
 template <class T> Tensor<T> operator+(const Tensor<T>& a, Scalar<T> s) { return add(a, s); }
 template <class T> Tensor<T> operator+(Scalar<T> s, const Tensor<T>& a) { return add(a, s); }
-template <class T> Tensor<T> operator-(const Tensor<T>& a, Scalar<T> s) { return add(a, T(-s)); }
+template <class T> Tensor<T> operator-(const Tensor<T>& a, Scalar<T> s) { return add(a, -s); }
 template <class T> Tensor<T> operator-(Scalar<T> s, const Tensor<T>& a) { return rsub(a, s); }
 template <class T> Tensor<T> operator*(const Tensor<T>& a, Scalar<T> s) { return mul(a, s); }
 template <class T> Tensor<T> operator*(Scalar<T> s, const Tensor<T>& a) { return mul(a, s); }
-template <class T> Tensor<T> operator/(const Tensor<T>& a, Scalar<T> s) { return mul(a, T(1) / s); }
+template <class T> Tensor<T> operator/(const Tensor<T>& a, Scalar<T> s) {
+  if constexpr (is_reduced_float<T>)  // PyTorch divides these in float rather than multiplying by 1/s
+    if (!detail::is_cuda(a)) return cpu::map<T>(a, [s](T x) { return T(to_compute(x) / s); });
+  return mul(a, Scalar<T>(1) / s);
+}
 template <class T> Tensor<T> operator/(Scalar<T> s, const Tensor<T>& a) { return rdiv(a, s); }
 template <class T> Tensor<T> operator-(const Tensor<T>& a) { return neg(a); }
 
@@ -167,13 +182,13 @@ template <class T> Tensor<T> pow(const Tensor<T>& a, const Tensor<T>& b) {
 
 // ---------------------------------------------------------------- math
 template <class T> Tensor<T> exp(const Tensor<T>& x) {  // dy/dx = y
-  return detail::unary_op(x, "Exp", [](T v) { return std::exp(v); }, [](T, T y) { return y; }, {cuda::UnaryOp::Exp, cuda::BinaryOp::ExpGrad});
+  return detail::unary_op(x, "Exp", [](T v) { return T(std::exp(to_compute(v))); }, [](T, T y) { return y; }, {cuda::UnaryOp::Exp, cuda::BinaryOp::ExpGrad});
 }
 template <class T> Tensor<T> log(const Tensor<T>& x) {  // dy/dx = 1/x
-  return detail::unary_op(x, "Log", [](T v) { return std::log(v); }, [](T v, T) { return T(1) / v; }, {cuda::UnaryOp::Log, cuda::BinaryOp::LogGrad});
+  return detail::unary_op(x, "Log", [](T v) { return T(std::log(to_compute(v))); }, [](T v, T) { return T(1) / v; }, {cuda::UnaryOp::Log, cuda::BinaryOp::LogGrad});
 }
 template <class T> Tensor<T> sqrt(const Tensor<T>& x) {  // dy/dx = 1/(2y)
-  return detail::unary_op(x, "Sqrt", [](T v) { return std::sqrt(v); }, [](T, T y) { return T(0.5) / y; }, {cuda::UnaryOp::Sqrt, cuda::BinaryOp::SqrtGrad});
+  return detail::unary_op(x, "Sqrt", [](T v) { return T(std::sqrt(to_compute(v))); }, [](T, T y) { return T(0.5) / y; }, {cuda::UnaryOp::Sqrt, cuda::BinaryOp::SqrtGrad});
 }
 template <class T> Tensor<T> rsqrt(const Tensor<T>& x) {  // y = x^-1/2, dy/dx = -y³/2
   return detail::unary_op(x, "Rsqrt", [](T v) { return T(1) / std::sqrt(v); }, [](T, T y) { return T(-0.5) * y * y * y; },
@@ -237,14 +252,21 @@ template <class T> Tensor<T> gelu(const Tensor<T>& x) {
     });
     return y;
   }
-  Tensor<T> input = x.detach().contiguous(), y(x.shape());
-  cpu::gelu_forward(input.data(), y.data(), y.numel());
-  autograd::record(y, "Gelu", {x}, [input](const Tensor<T>& g, const NeedsGrad&) {
-    Tensor<T> grad_output = g.contiguous(), grad_input(g.shape());
-    cpu::gelu_backward(input.data(), grad_output.data(), grad_input.data(), grad_input.numel());
-    return std::vector<Tensor<T>>{grad_input};
-  });
-  return y;
+  if constexpr (is_reduced_float<T>) {  // in float with std::erf (Eigen's erf is too coarse in the tails), rounded once
+    return cpu::map<T>(x, [](T v) {
+      const float f = to_compute(v);
+      return T(f * 0.5f * (1.0f + std::erf(f * static_cast<float>(M_SQRT1_2))));
+    });
+  } else {
+    Tensor<T> input = x.detach().contiguous(), y(x.shape());
+    cpu::gelu_forward(input.data(), y.data(), y.numel());
+    autograd::record(y, "Gelu", {x}, [input](const Tensor<T>& g, const NeedsGrad&) {
+      Tensor<T> grad_output = g.contiguous(), grad_input(g.shape());
+      cpu::gelu_backward(input.data(), grad_output.data(), grad_input.data(), grad_input.numel());
+      return std::vector<Tensor<T>>{grad_input};
+    });
+    return y;
+  }
 }
 // QuickGELU (OpenAI CLIP): y = x σ(1.702x);  dy/dx = s + 1.702 x s (1 - s)
 template <class T> Tensor<T> quick_gelu(const Tensor<T>& x) {

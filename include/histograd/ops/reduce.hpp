@@ -1,7 +1,7 @@
 // Reductions over dims with keepdim: sum, mean, var, logsumexp, max/min (values and
 // indices), amax/amin, argmax/argmin, and sum_to (the adjoint of broadcasting, used by
 // every binary op's backward). Sums accumulate in double for float inputs so results do
-// not drift with the reduced length; CUDA tensors reduce the same rows with cuda/reduce.cu
+// not drift with the reduced length, in float for bfloat16/half (PyTorch's CPU rule); CUDA tensors reduce the same rows with cuda/reduce.cu
 // (also accumulating float sums in double).
 #pragma once
 #include <algorithm>
@@ -105,7 +105,7 @@ template <class T> Tensor<T> sum(const Tensor<T>& x, const Shape& dims = {}, boo
   else
     detail::for_each_reduced_row(x, mask, [&, out = y.data()](int64_t r, const T* row, int64_t n) {
       accumulate_t<T> acc = 0;
-      for (int64_t k = 0; k < n; ++k) acc += row[k];
+      for (int64_t k = 0; k < n; ++k) acc += static_cast<accumulate_t<T>>(row[k]);
       out[r] = static_cast<T>(acc);
     });
   autograd::record(y, "Sum", {x}, [in_shape = x.shape(), mask](const Tensor<T>& g, const NeedsGrad&) {
@@ -119,7 +119,18 @@ template <class T> Tensor<T> mean(const Tensor<T>& x, const Shape& dims = {}, bo
   auto mask = detail::reduce_mask(dims, x.dim(), "mean");
   int64_t count = x.numel() / std::max<int64_t>(1, numel_of(detail::reduced_shape(x.shape(), mask, false)));
   HG_CHECK(count > 0, "mean", "cannot take the mean over an empty dim of shape ", to_string(x.shape()));
-  return mul(sum(x, dims, keepdim), T(1) / T(count));
+  if constexpr (is_reduced_float<T>) {  // PyTorch's CPU: the float sum divided in float, rounded once
+    if (!detail::is_cuda(x)) {
+      Tensor<T> y(detail::reduced_shape(x.shape(), mask, keepdim));
+      detail::for_each_reduced_row(x, mask, [&, out = y.data()](int64_t r, const T* row, int64_t n) {
+        float acc = 0;
+        for (int64_t k = 0; k < n; ++k) acc += static_cast<float>(row[k]);
+        out[r] = T(acc / static_cast<float>(count));
+      });
+      return y;
+    }
+  }
+  return mul(sum(x, dims, keepdim), Scalar<T>(1) / Scalar<T>(count));
 }
 
 // sum_to: sums g over the dims that broadcasting added or stretched, giving `shape`.

@@ -250,7 +250,7 @@ template <class U>
 Tensor<U> Tensor<T>::to() const {
   Tensor<U> out(shape(), device());
   if (detail::is_cuda(out)) detail::cuda_convert_into(out, *this, "to");
-  else cpu::map_into(out, *this, [](T v) { return static_cast<U>(v); });
+  else cpu::map_into(out, *this, [](T v) { return static_cast<U>(to_compute(v)); });  // 16-bit floats via float
   return out;
 }
 
