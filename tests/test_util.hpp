@@ -92,3 +92,14 @@ inline std::string fnv1a_hex(const void* data, size_t n) {
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
   return buf;
 }
+
+// Whether this process can allocate on cuda:0. False in a build without the CUDA backend and on a
+// machine without a usable GPU: both make the allocation throw histograd::Error.
+inline bool cuda_allocates() {
+  try {
+    hg::Tensor<float> probe = hg::zeros<float>({1}, hg::Device::cuda());
+    return true;
+  } catch (const hg::Error&) {
+    return false;
+  }
+}
