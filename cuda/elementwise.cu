@@ -49,7 +49,7 @@ __device__ C apply_unary(UnaryOp op, C v, C s0, C s1) {
     case UnaryOp::Erf: return m_erf(v);
     case UnaryOp::Tanh: return m_tanh(v);
     case UnaryOp::Sigmoid: return sigmoid(v);
-    case UnaryOp::Relu: return v > C(0) ? v : C(0);
+    case UnaryOp::Relu: return v < C(0) ? C(0) : v;  // NaN and -0 pass through, as torch.relu
     case UnaryOp::Gelu: return C(0.5) * v * (C(1) + m_erf(v * C(M_SQRT1_2)));
     case UnaryOp::GeluTanh: {
       const C inner = C(0.7978845608028654) * (v + C(0.044715) * v * v * v);
@@ -97,7 +97,7 @@ __device__ C apply_binary(BinaryOp op, C a, C b, C s0, C s1) {
     case BinaryOp::CosGrad: return -m_sin(a);
     case BinaryOp::TanhGrad: return C(1) - b * b;
     case BinaryOp::SigmoidGrad: return b * (C(1) - b);
-    case BinaryOp::ReluGrad: return C(a > C(0));
+    case BinaryOp::ReluGrad: return C(!(a <= C(0)));  // NaN passes the gradient, as torch
     case BinaryOp::QuickGeluGrad: {
       const C s = sigmoid(C(1.702) * a);
       return s + C(1.702) * a * s * (C(1) - s);

@@ -1,3 +1,5 @@
+#include <cmath>
+
 #include "test_util.hpp"
 
 using Inputs = std::vector<hg::Tensor<double>>;
@@ -55,4 +57,18 @@ TEST_CASE("gradcheck: reductions") {
   check_gradients([](const Inputs& in) { return hg::max(in[0], 1, true).values; }, {x});
   check_gradients([](const Inputs& in) { return hg::min(in[0], -1).values; }, {x});
   check_gradients([](const Inputs& in) { return hg::amax(in[0], {0, 1}); }, {x});
+}
+
+TEST_CASE("relu: NaN and -0 pass through, and a NaN passes its gradient, as torch.relu") {
+  // torch.relu(tensor([nan, -0., -1., 2.])) = [nan, -0., 0., 2.]; its gradient of sum() is [1, 0, 0, 1].
+  hg::Tensor<float> x = hg::from_vector<float>({std::nanf(""), -0.0f, -1.0f, 2.0f}, {4});
+  x.requires_grad_();
+  const hg::Tensor<float> y = hg::relu(x);
+  const std::vector<float> v = y.to_vector();
+  CHECK(std::isnan(v[0]));
+  CHECK((v[1] == 0.0f && std::signbit(v[1])));
+  CHECK((v[2] == 0.0f && !std::signbit(v[2])));
+  CHECK(v[3] == 2.0f);
+  hg::sum(y).backward();
+  CHECK(x.grad().to_vector() == std::vector<float>{1.0f, 0.0f, 0.0f, 1.0f});
 }

@@ -233,7 +233,8 @@ template <class T> Tensor<T> minimum(const Tensor<T>& a, const Tensor<T>& b) { r
 
 // ---------------------------------------------------------------- activations (MODELS.md §0.1)
 template <class T> Tensor<T> relu(const Tensor<T>& x) {
-  return detail::unary_op(x, "Relu", [](T v) { return v > T(0) ? v : T(0); }, [](T v, T) { return T(v > T(0)); }, {cuda::UnaryOp::Relu, cuda::BinaryOp::ReluGrad});
+  // As torch.relu: NaN and -0 pass through (v < 0 ? 0 : v), and so does the gradient at a NaN.
+  return detail::unary_op(x, "Relu", [](T v) { return v < T(0) ? T(0) : v; }, [](T v, T) { return T(!(v <= T(0))); }, {cuda::UnaryOp::Relu, cuda::BinaryOp::ReluGrad});
 }
 template <class T> inline T sigmoid_scalar(T v) { return T(1) / (T(1) + std::exp(-v)); }
 template <class T> Tensor<T> sigmoid(const Tensor<T>& x) {  // dy/dx = y (1 - y)
