@@ -1,8 +1,8 @@
 // Reductions over dims with keepdim: sum, mean, var, logsumexp, max/min (values and
 // indices), amax/amin, argmax/argmin, and sum_to (the adjoint of broadcasting, used by
 // every binary op's backward). Sums accumulate in double for float inputs so results do
-// not drift with the reduced length, in float for bfloat16/half (PyTorch's CPU rule); CUDA tensors reduce the same rows with cuda/reduce.cu
-// (also accumulating float sums in double).
+// not drift with the reduced length, and in float for bfloat16/half (PyTorch's CPU rule); CUDA
+// tensors reduce the same rows with cuda/reduce.cu (also accumulating float sums in double).
 #pragma once
 #include <algorithm>
 #include <cmath>
